@@ -1,0 +1,390 @@
+//! The gateway's bootstrap config: where it listens, which region it is, where its routing table
+//! comes from, and its defaults. Two layers: the serde file model ([`GatewayFile`]) and the
+//! validated model ([`GatewayConfig`]) built with `TryFrom`, which resolves relative paths against
+//! the config file's folder and collects every error with its path.
+//!
+//! ```yaml
+//! region: eu-west
+//! listeners:
+//!   - address: "127.0.0.1:8080"
+//!   - address: "127.0.0.1:8443"
+//!     tls:
+//!       http2: true
+//!       certificates:
+//!         - { hosts: ["api.example.com"], cert: certs/api.pem, key: certs/api.key }
+//! admin: "127.0.0.1:9901"
+//! table: { file: table.yaml }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use meridian_api::errors::{index, join};
+use meridian_api::validate::{http_token, MAX_TIMEOUT_MS};
+use meridian_api::{parse_yaml_or_json, Errors};
+use serde::{Deserialize, Serialize};
+
+/// The file model of a gateway's bootstrap config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// This gateway's region; its endpoints there are preferred. Required.
+    pub region: String,
+    /// Where clients connect. At least one.
+    pub listeners: Vec<ListenerFile>,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/table`). Required.
+    pub admin: String,
+    /// Where the routing table comes from. Required.
+    pub table: TableSourceFile,
+    /// Default upstream timeouts; a route may override each. Defaults: 1000/10000/30000 ms.
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+    /// Worker threads for the proxy. Default: 1.
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// Idle upstream connections kept per gateway. Default: 128.
+    #[serde(default = "pool")]
+    pub upstream_keepalive_pool: usize,
+    /// How long an idle pooled upstream connection is kept. Default: 60000 ms.
+    #[serde(default = "idle")]
+    pub upstream_idle_timeout_ms: u64,
+    /// JSON access log. Default: off.
+    #[serde(default)]
+    pub access_log: Option<AccessLogFile>,
+    /// Add `x-meridian-route`, `-subset`, `-region` and `-upstream` to responses. Default: false.
+    #[serde(default)]
+    pub debug_headers: bool,
+}
+
+/// One client-facing listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    /// `ip:port`; port 0 picks a free port, reported in the ports file and the log.
+    pub address: String,
+    /// Terminate TLS here. Default: plain HTTP/1.1.
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
+}
+
+/// TLS on a listener: a certificate per SNI host, and HTTP/2 by ALPN.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// Certificates; the first also serves clients that send no or an unknown SNI. At least one.
+    pub certificates: Vec<CertFile>,
+    /// Offer h2 by ALPN (HTTP/1.1 stays available). Default: true.
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+/// A certificate and the SNI hosts it serves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFile {
+    /// Exact names or `*.suffix` wildcards.
+    pub hosts: Vec<String>,
+    /// PEM certificate chain, relative to the config file.
+    pub cert: PathBuf,
+    /// PEM private key, relative to the config file.
+    pub key: PathBuf,
+}
+
+/// Where the table comes from. Today: a watched file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSourceFile {
+    /// Table file, relative to the config file. Watched; a valid change is applied atomically.
+    pub file: PathBuf,
+    /// How often the file is checked for changes. Default: 500 ms.
+    #[serde(default = "poll")]
+    pub poll_ms: u64,
+}
+
+/// Default upstream timeouts in milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    /// Connect. Default: 1000.
+    #[serde(default = "connect")]
+    pub connect_ms: u64,
+    /// Any single upstream read. Default: 10000.
+    #[serde(default = "read")]
+    pub read_ms: u64,
+    /// Whole upstream exchange. Default: 30000.
+    #[serde(default = "total")]
+    pub total_ms: u64,
+}
+
+impl Default for TimeoutsFile {
+    fn default() -> Self {
+        TimeoutsFile {
+            connect_ms: connect(),
+            read_ms: read(),
+            total_ms: total(),
+        }
+    }
+}
+
+/// The access log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    /// File to append JSON lines to, relative to the config file; `-` is standard output.
+    pub path: PathBuf,
+    /// Request headers whose values may be logged. Default: none, because requests carry patient
+    /// data. Query strings are never logged.
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+}
+
+fn one() -> usize {
+    1
+}
+fn pool() -> usize {
+    128
+}
+fn idle() -> u64 {
+    60_000
+}
+fn yes() -> bool {
+    true
+}
+fn poll() -> u64 {
+    500
+}
+fn connect() -> u64 {
+    1_000
+}
+fn read() -> u64 {
+    10_000
+}
+fn total() -> u64 {
+    30_000
+}
+
+/// The validated config, with paths resolved.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// This gateway's region.
+    pub region: String,
+    /// Client listeners.
+    pub listeners: Vec<Listener>,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// Table file.
+    pub table_file: PathBuf,
+    /// Table file poll interval.
+    pub table_poll: Duration,
+    /// Default upstream timeouts.
+    pub timeouts: Timeouts,
+    /// Worker threads.
+    pub workers: usize,
+    /// Pool size.
+    pub upstream_keepalive_pool: usize,
+    /// Pool idle timeout.
+    pub upstream_idle_timeout: Duration,
+    /// Access log target and header allowlist (lower case).
+    pub access_log: Option<(PathBuf, Vec<String>)>,
+    /// Debug response headers.
+    pub debug_headers: bool,
+}
+
+/// A validated listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Bind address (port may be 0).
+    pub address: SocketAddr,
+    /// TLS, with resolved paths.
+    pub tls: Option<TlsFile>,
+}
+
+/// Resolved upstream timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connect.
+    pub connect: Duration,
+    /// Single read.
+    pub read: Duration,
+    /// Whole exchange.
+    pub total: Duration,
+}
+
+impl GatewayConfig {
+    /// Reads and validates a config file. Errors carry field paths.
+    pub fn load(path: &Path) -> Result<GatewayConfig, Errors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let mut errs = Errors::default();
+            errs.push("", format!("cannot read {}: {e}", path.display()));
+            errs
+        })?;
+        Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Parses and validates config text; relative paths resolve against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<GatewayConfig, Errors> {
+        let file: GatewayFile = parse_yaml_or_json(text)?;
+        GatewayConfig::try_from((file, base))
+    }
+}
+
+impl TryFrom<(GatewayFile, &Path)> for GatewayConfig {
+    type Error = Errors;
+
+    fn try_from((f, base): (GatewayFile, &Path)) -> Result<Self, Errors> {
+        let mut errs = Errors::default();
+        if f.region.trim().is_empty() {
+            errs.push("region", "must not be empty");
+        }
+        if f.listeners.is_empty() {
+            errs.push("listeners", "must have at least one listener");
+        }
+        let mut listeners = Vec::new();
+        for (i, l) in f.listeners.iter().enumerate() {
+            let p = index("listeners", i);
+            let address = parse_addr(&l.address, &join(&p, "address"), &mut errs);
+            let tls = l
+                .tls
+                .as_ref()
+                .map(|t| resolve_tls(t, base, &join(&p, "tls"), &mut errs));
+            if let Some(address) = address {
+                listeners.push(Listener { address, tls });
+            }
+        }
+        let admin = parse_addr(&f.admin, "admin", &mut errs);
+        if f.workers == 0 || f.workers > 256 {
+            errs.push("workers", "must be between 1 and 256");
+        }
+        if f.table.poll_ms == 0 || f.table.poll_ms > 60_000 {
+            errs.push("table.poll_ms", "must be between 1 and 60000");
+        }
+        for (name, v) in [
+            ("connect_ms", f.timeouts.connect_ms),
+            ("read_ms", f.timeouts.read_ms),
+            ("total_ms", f.timeouts.total_ms),
+        ] {
+            if v == 0 || v > MAX_TIMEOUT_MS {
+                errs.push(
+                    join("timeouts", name),
+                    format!("must be between 1 and {MAX_TIMEOUT_MS}"),
+                );
+            }
+        }
+        let access_log = f.access_log.as_ref().map(|a| {
+            for (i, h) in a.allow_headers.iter().enumerate() {
+                if http_token(h).is_err() {
+                    errs.push(
+                        index("access_log.allow_headers", i),
+                        format!("'{h}' is not a header name"),
+                    );
+                }
+            }
+            let path = if a.path.as_os_str() == "-" {
+                a.path.clone()
+            } else {
+                base.join(&a.path)
+            };
+            let allow = a
+                .allow_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect();
+            (path, allow)
+        });
+        let admin = errs.is_empty().then_some(admin).flatten();
+        let Some(admin) = admin else {
+            return Err(errs);
+        };
+        errs.into_result(GatewayConfig {
+            region: f.region,
+            listeners,
+            admin,
+            table_file: base.join(&f.table.file),
+            table_poll: Duration::from_millis(f.table.poll_ms),
+            timeouts: Timeouts {
+                connect: Duration::from_millis(f.timeouts.connect_ms),
+                read: Duration::from_millis(f.timeouts.read_ms),
+                total: Duration::from_millis(f.timeouts.total_ms),
+            },
+            workers: f.workers,
+            upstream_keepalive_pool: f.upstream_keepalive_pool,
+            upstream_idle_timeout: Duration::from_millis(f.upstream_idle_timeout_ms),
+            access_log,
+            debug_headers: f.debug_headers,
+        })
+    }
+}
+
+fn parse_addr(text: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> {
+    match text.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(path, format!("'{text}' is not an ip:port address"));
+            None
+        }
+    }
+}
+
+fn resolve_tls(t: &TlsFile, base: &Path, p: &str, errs: &mut Errors) -> TlsFile {
+    if t.certificates.is_empty() {
+        errs.push(
+            join(p, "certificates"),
+            "must have at least one certificate",
+        );
+    }
+    let mut out = t.clone();
+    for (i, c) in out.certificates.iter_mut().enumerate() {
+        let cp = index(&join(p, "certificates"), i);
+        if c.hosts.is_empty() {
+            errs.push(join(&cp, "hosts"), "must name at least one host");
+        }
+        c.cert = base.join(&c.cert);
+        c.key = base.join(&c.key);
+        if let Err(e) = crate::tls::load_certified_key(&c.cert, &c.key) {
+            errs.push(cp, e);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_and_paths_resolve() {
+        let text = "region: eu\nlisteners: [{address: '127.0.0.1:0'}]\nadmin: '127.0.0.1:0'\ntable: {file: t.yaml}\n";
+        let c = GatewayConfig::parse(text, Path::new("/etc/meridian")).expect("valid");
+        assert_eq!(c.table_file, Path::new("/etc/meridian/t.yaml"));
+        assert_eq!(c.timeouts.connect, Duration::from_millis(1000));
+        assert_eq!(c.workers, 1);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let text = "region: ''\nlisteners: [{address: 'nope'}]\nadmin: 'x'\ntable: {file: t.yaml, poll_ms: 0}\nworkers: 0\ntimeouts: {connect_ms: 0}\n";
+        let err = GatewayConfig::parse(text, Path::new("."))
+            .expect_err("invalid")
+            .to_string();
+        for want in [
+            "region: must not be empty",
+            "listeners[0].address: 'nope'",
+            "admin: 'x'",
+            "workers: must be",
+            "table.poll_ms: must be",
+            "timeouts.connect_ms: must be",
+        ] {
+            assert!(err.contains(want), "missing {want} in {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let text = "region: eu\nlisteners: []\nadmin: '127.0.0.1:0'\ntable: {file: t}\nworkrs: 2\n";
+        let err = GatewayConfig::parse(text, Path::new("."))
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("workrs"), "{err}");
+    }
+}

@@ -1,0 +1,22 @@
+//! Meridian's data plane: a Pingora proxy that routes each request to the fastest healthy
+//! endpoint, splits traffic between subsets by weight, and serves from an immutable snapshot of
+//! the routing table swapped in whole.
+
+pub mod accesslog;
+pub mod admin;
+pub mod balance;
+pub mod config;
+pub mod demo;
+pub mod errors;
+pub mod locality;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod snapshot;
+pub mod split;
+pub mod state;
+pub mod sync;
+pub mod tls;
+pub mod trace;
+pub mod validate;

@@ -1,0 +1,199 @@
+//! Route matching, compiled once per table.
+//!
+//! Precedence (also in the table docs): routes for the request's exact host first, then
+//! wildcard hosts (`*.example.com`, the longest suffix first), then routes with no host. Within
+//! one of those groups: an exact path beats a prefix path (the longest prefix first), which beats
+//! a regex path, which beats a route with no path condition; ties keep file order. The first
+//! route in that order whose method and header conditions also hold wins.
+
+use std::collections::HashMap;
+
+use http::{HeaderMap, HeaderName, Method};
+use meridian_api::{Route, RouteMatch};
+use regex::Regex;
+
+/// A compiled path condition.
+#[derive(Debug)]
+enum PathRule {
+    Any,
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+/// A compiled header condition.
+#[derive(Debug)]
+struct HeaderRule {
+    name: HeaderName,
+    exact: Option<String>,
+    regex: Option<Regex>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    route: usize,
+    path: PathRule,
+    methods: Vec<Method>,
+    headers: Vec<HeaderRule>,
+}
+
+/// The compiled router: maps a request to a route index.
+#[derive(Debug, Default)]
+pub struct Router {
+    rules: Vec<Rule>,
+    exact: HashMap<String, Vec<usize>>,
+    /// `(".example.com", rules)`, longest suffix first.
+    wildcard: Vec<(String, Vec<usize>)>,
+    any_host: Vec<usize>,
+}
+
+impl Router {
+    /// Compiles validated routes. A regex that fails here was already rejected by validation, so
+    /// such a route only loses its path rule to `Any`-never-matches, never panics.
+    pub fn new(routes: &[Route]) -> Router {
+        let mut r = Router::default();
+        for (i, route) in routes.iter().enumerate() {
+            let m = &route.matcher;
+            let rule = r.rules.len();
+            r.rules.push(compile(i, m));
+            if m.hosts.is_empty() {
+                r.any_host.push(rule);
+            }
+            for h in &m.hosts {
+                let h = h.to_ascii_lowercase();
+                match h.strip_prefix('*') {
+                    Some(suffix) => match r.wildcard.iter_mut().find(|w| w.0 == suffix) {
+                        Some(w) => w.1.push(rule),
+                        None => r.wildcard.push((suffix.to_string(), vec![rule])),
+                    },
+                    None => r.exact.entry(h).or_default().push(rule),
+                }
+            }
+        }
+        r.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+        let rules = &r.rules;
+        let key = |&i: &usize| precedence(&rules[i]);
+        for v in r.exact.values_mut() {
+            v.sort_by_key(key);
+        }
+        for (_, v) in r.wildcard.iter_mut() {
+            v.sort_by_key(key);
+        }
+        r.any_host.sort_by_key(key);
+        r
+    }
+
+    /// The route index for a request, if any route takes it. `host` is lower case, without port.
+    pub fn find(
+        &self,
+        host: &str,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<usize> {
+        let pass = |&i: &usize| {
+            let rule = &self.rules[i];
+            matches(rule, path, method, headers).then_some(rule.route)
+        };
+        if let Some(found) = self.exact.get(host).and_then(|v| v.iter().find_map(pass)) {
+            return Some(found);
+        }
+        for (suffix, v) in &self.wildcard {
+            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
+                if let Some(found) = v.iter().find_map(pass) {
+                    return Some(found);
+                }
+            }
+        }
+        self.any_host.iter().find_map(pass)
+    }
+}
+
+/// Sort key: exact paths, then prefixes longest first, then regexes, then no path; then order.
+fn precedence(rule: &Rule) -> (u8, std::cmp::Reverse<usize>, usize) {
+    let (class, len) = match &rule.path {
+        PathRule::Exact(_) => (0, 0),
+        PathRule::Prefix(p) => (1, p.len()),
+        PathRule::Regex(_) => (2, 0),
+        PathRule::Any => (3, 0),
+    };
+    (class, std::cmp::Reverse(len), rule.route)
+}
+
+fn compile(route: usize, m: &RouteMatch) -> Rule {
+    let path = match &m.path {
+        None => PathRule::Any,
+        Some(p) => match (&p.exact, &p.prefix, &p.regex) {
+            (Some(e), _, _) => PathRule::Exact(e.clone()),
+            (_, Some(pre), _) => PathRule::Prefix(pre.clone()),
+            (_, _, Some(re)) => match Regex::new(re) {
+                Ok(re) => PathRule::Regex(re),
+                // Unreachable for a validated table; a route that cannot compile takes nothing.
+                Err(_) => PathRule::Exact(String::from("\0")),
+            },
+            _ => PathRule::Any,
+        },
+    };
+    let methods = m
+        .methods
+        .iter()
+        .filter_map(|s| Method::from_bytes(s.as_bytes()).ok())
+        .collect();
+    let headers = m
+        .headers
+        .iter()
+        .filter_map(|h| {
+            Some(HeaderRule {
+                name: HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                exact: h.exact.clone(),
+                regex: h.regex.as_deref().and_then(|r| Regex::new(r).ok()),
+            })
+        })
+        .collect();
+    Rule {
+        route,
+        path,
+        methods,
+        headers,
+    }
+}
+
+fn matches(rule: &Rule, path: &str, method: &Method, headers: &HeaderMap) -> bool {
+    let path_ok = match &rule.path {
+        PathRule::Any => true,
+        PathRule::Exact(e) => path == e,
+        PathRule::Prefix(p) => path.starts_with(p.as_str()),
+        PathRule::Regex(re) => re.is_match(path),
+    };
+    if !path_ok || !(rule.methods.is_empty() || rule.methods.contains(method)) {
+        return false;
+    }
+    rule.headers.iter().all(|h| {
+        let Some(v) = headers.get(&h.name) else {
+            return false;
+        };
+        let Ok(v) = v.to_str() else {
+            return false;
+        };
+        h.exact.as_deref().is_none_or(|e| e == v)
+            && h.regex.as_ref().is_none_or(|re| re.is_match(v))
+    })
+}
+
+/// The request's host, lower case and without port, from `Host` or the URI's authority.
+pub fn request_host(headers: &HeaderMap, uri: &http::Uri) -> String {
+    let raw = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let no_port = if raw.starts_with('[') {
+        raw.split_once(']').map(|(h, _)| &h[1..]).unwrap_or(raw)
+    } else {
+        raw.rsplit_once(':').map(|(h, _)| h).unwrap_or(raw)
+    };
+    no_port.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests;

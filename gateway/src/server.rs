@@ -1,0 +1,84 @@
+//! Assembles Pingora services for one or more gateways in one process: each gateway gets its
+//! proxy service (plain and TLS listeners) and its admin service. Listener port 0 is resolved to
+//! a free port before binding so the real addresses can be reported.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pingora::prelude::Server;
+use pingora::server::configuration::ServerConf;
+use pingora::services::listening::Service;
+use serde::Serialize;
+
+use crate::admin::Admin;
+use crate::proxy::Proxy;
+use crate::state::Gateway;
+
+/// Where a gateway actually listens, after port 0 was resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bound {
+    /// The gateway's region.
+    pub region: String,
+    /// Client listeners, in config order.
+    pub listeners: Vec<SocketAddr>,
+    /// The admin listener.
+    pub admin: SocketAddr,
+}
+
+/// A free port on `addr`'s IP when its port is 0; `addr` itself otherwise.
+pub fn resolve_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let l = TcpListener::bind(addr)?;
+    l.local_addr()
+}
+
+/// A Pingora server for gateways: no config file, threads set per service.
+pub fn new_server(grace: Duration) -> anyhow::Result<Server> {
+    let mut conf = ServerConf::default();
+    conf.grace_period_seconds = Some(grace.as_secs());
+    conf.graceful_shutdown_timeout_seconds = Some(grace.as_secs().max(1));
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    Ok(server)
+}
+
+/// Adds one gateway's proxy and admin services to `server`.
+pub fn add_gateway(server: &mut Server, gw: &Arc<Gateway>) -> anyhow::Result<Bound> {
+    let cfg = &gw.config;
+    let mut conf = ServerConf::default();
+    conf.threads = cfg.workers;
+    conf.upstream_keepalive_pool_size = cfg.upstream_keepalive_pool;
+    let conf = Arc::new(conf);
+    let name = format!("meridian gateway {}", cfg.region);
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(&conf, Proxy(gw.clone()), &name);
+    proxy.threads = Some(cfg.workers);
+    let mut listeners = Vec::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let addr = resolve_port(l.address)
+            .with_context(|| format!("listeners[{i}].address {}", l.address))?;
+        match &l.tls {
+            None => proxy.add_tcp(&addr.to_string()),
+            Some(tls) => {
+                let settings = crate::tls::settings(tls)
+                    .map_err(|e| anyhow::anyhow!("listeners[{i}].tls: {e}"))?;
+                proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+            }
+        }
+        listeners.push(addr);
+    }
+    let admin_addr = resolve_port(cfg.admin).with_context(|| format!("admin {}", cfg.admin))?;
+    let mut admin = Service::new(format!("meridian admin {}", cfg.region), Admin(gw.clone()));
+    admin.threads = Some(1);
+    admin.add_tcp(&admin_addr.to_string());
+    server.add_service(proxy);
+    server.add_service(admin);
+    Ok(Bound {
+        region: cfg.region.clone(),
+        listeners,
+        admin: admin_addr,
+    })
+}

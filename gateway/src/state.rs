@@ -1,0 +1,90 @@
+//! A gateway's shared state: its config, the snapshot in force behind one `ArcSwap`, metrics and
+//! the access log. Applying or rejecting a table happens here, off the request path.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use meridian_api::Table;
+
+use crate::accesslog::AccessLog;
+use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
+use crate::snapshot::{Snapshot, StatsBook};
+
+/// One gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Its validated bootstrap config.
+    pub config: GatewayConfig,
+    /// The snapshot in force; `None` until a first table is accepted.
+    pub snapshot: ArcSwapOption<Snapshot>,
+    /// Its metrics.
+    pub metrics: Metrics,
+    /// Its access log, when configured.
+    pub access_log: Option<AccessLog>,
+    /// The reason the last table was refused, if the last attempt failed.
+    pub last_rejection: ArcSwapOption<String>,
+    /// Endpoint stats carried across snapshots; only the (single) applier locks it.
+    book: Mutex<StatsBook>,
+}
+
+impl Gateway {
+    /// Creates the gateway's state and starts its access log.
+    pub fn new(config: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
+        let metrics = Metrics::new()?;
+        let access_log = match &config.access_log {
+            Some((path, allow)) => Some(
+                AccessLog::start(
+                    path.clone(),
+                    allow.clone(),
+                    metrics.access_log_dropped.clone(),
+                )
+                .map_err(|e| anyhow::anyhow!("access_log.path {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Arc::new(Gateway {
+            config,
+            snapshot: ArcSwapOption::empty(),
+            metrics,
+            access_log,
+            last_rejection: ArcSwapOption::empty(),
+            book: Mutex::new(StatsBook::new()),
+        }))
+    }
+
+    /// Compiles a validated table and swaps it in. Requests already running keep the snapshot
+    /// they loaded; new ones see this one.
+    pub fn apply(&self, table: Table) {
+        let version = table.version;
+        let snap = {
+            let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+            Snapshot::build(
+                table,
+                &self.config.region,
+                self.config.timeouts,
+                &self.metrics,
+                &mut book,
+            )
+        };
+        self.snapshot.store(Some(Arc::new(snap)));
+        self.last_rejection.store(None);
+        self.metrics
+            .table_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+        self.metrics.table_applies.inc();
+        tracing::info!(region = %self.config.region, version, "routing table applied");
+    }
+
+    /// Records that a table was refused; the table in force stays.
+    pub fn reject(&self, reason: String) {
+        self.metrics.table_rejections.inc();
+        tracing::warn!(region = %self.config.region, %reason, "routing table rejected; keeping the table in force");
+        self.last_rejection.store(Some(Arc::new(reason)));
+    }
+
+    /// True once a table is in force.
+    pub fn ready(&self) -> bool {
+        self.snapshot.load().is_some()
+    }
+}

@@ -1,0 +1,66 @@
+//! Table sources. Today: a file, polled for changes. A changed file is parsed and validated; a
+//! valid table is applied through the gateway's single `ArcSwap`, an invalid one is rejected,
+//! logged with its reasons and counted, and the table in force stays.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::state::Gateway;
+
+/// Watches the configured table file on a background thread until the process exits.
+pub fn watch_file(gw: Arc<Gateway>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let name = format!("table-watch-{}", gw.config.region);
+    std::thread::Builder::new().name(name).spawn(move || {
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            poll_once(&gw, &mut last);
+            std::thread::sleep(gw.config.table_poll);
+        }
+    })
+}
+
+/// Reads the table file once and applies it if it changed since `last`. Returns true when a new
+/// table was applied.
+pub fn poll_once(gw: &Gateway, last: &mut Option<Vec<u8>>) -> bool {
+    let path = &gw.config.table_file;
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            let reason = format!("cannot read {}: {e}", path.display());
+            // Only report a missing file once per change of state.
+            if last.as_deref() != Some(&[]) {
+                gw.reject(reason);
+                *last = Some(Vec::new());
+            }
+            return false;
+        }
+    };
+    if last.as_deref() == Some(bytes.as_slice()) {
+        return false;
+    }
+    *last = Some(bytes.clone());
+    let text = String::from_utf8_lossy(&bytes);
+    match meridian_api::load::parse_table(&text) {
+        Ok(table) => {
+            gw.apply(table);
+            true
+        }
+        Err(errs) => {
+            gw.reject(format!(
+                "{}: {}",
+                path.display(),
+                errs.to_string().replace('\n', "; ")
+            ));
+            false
+        }
+    }
+}
+
+/// Polls until the first table is in force or `limit` passes. Used at start-up.
+pub fn wait_ready(gw: &Gateway, limit: Duration) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while !gw.ready() && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    gw.ready()
+}
