@@ -14,6 +14,6 @@ pub mod validate;
 pub use errors::{Errors, FieldError};
 pub use load::{parse_yaml_or_json, read_table};
 pub use table::{
-    Endpoint, HeaderMatch, PathMatch, Pin, RegionSpec, Route, RouteMatch, SplitEntry, Sticky,
-    Subset, Table, Timeouts,
+    AdaptiveHedge, Budget, Endpoint, HeaderMatch, HedgePolicy, Limits, Outlier, PathMatch, Pin,
+    RegionSpec, RetryPolicy, Route, RouteMatch, SplitEntry, Sticky, Subset, Table, Timeouts,
 };

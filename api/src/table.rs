@@ -77,6 +77,153 @@ pub struct Route {
     /// Upstream timeouts. Default: the gateway's configured timeouts.
     #[serde(default)]
     pub timeouts: Option<Timeouts>,
+    /// Retry policy. Default: see [`RetryPolicy`]'s field defaults (2 attempts).
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    /// Hedging. Default: off.
+    #[serde(default)]
+    pub hedge: Option<HedgePolicy>,
+    /// The budget retries and hedges share. Default: see [`Budget`].
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    /// Data residency: the only regions this route's traffic may reach, including failover,
+    /// retries and hedges. Default: empty, meaning any region.
+    #[serde(default)]
+    pub allowed_regions: Vec<String>,
+}
+
+/// When and how a failed attempt is tried again, always on another endpoint.
+///
+/// Only idempotent requests are retried (GET, HEAD, OPTIONS, PUT, DELETE, TRACE, or any method
+/// with an `Idempotency-Key` header), except after a connect failure, which provably never
+/// reached the upstream. A request that arrives with `x-meridian-attempt` is not retried again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included, 1 to 10. Default: 2.
+    #[serde(default = "two")]
+    pub attempts: i64,
+    /// Failure kinds that are retried: `connect-failure`, `refused-stream`, `reset` (before
+    /// response headers) and `per-try-timeout`. Default: all four.
+    #[serde(default = "default_retry_on")]
+    pub retry_on: Vec<String>,
+    /// Response statuses that are retried. Default: 502, 503, 504.
+    #[serde(default = "default_retry_status")]
+    pub retry_on_status: Vec<u16>,
+    /// Timeout of each attempt, headers included. Default: none (the route's timeouts apply).
+    #[serde(default)]
+    pub per_try_timeout_ms: Option<u64>,
+    /// Backoff before a retry: full jitter over `min(max, base × 2^n)`. Default: 25 ms.
+    #[serde(default = "backoff_base")]
+    pub backoff_base_ms: u64,
+    /// Backoff cap. Default: 250 ms.
+    #[serde(default = "backoff_max")]
+    pub backoff_max_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: two(),
+            retry_on: default_retry_on(),
+            retry_on_status: default_retry_status(),
+            per_try_timeout_ms: None,
+            backoff_base_ms: backoff_base(),
+            backoff_max_ms: backoff_max(),
+        }
+    }
+}
+
+/// Retry kinds `retry_on` accepts.
+pub const RETRY_KINDS: [&str; 4] = [
+    "connect-failure",
+    "refused-stream",
+    "reset",
+    "per-try-timeout",
+];
+
+/// A second attempt raced against a slow first one. Exactly one of `delay_ms` or `adaptive`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HedgePolicy {
+    /// Fixed delay before the hedge. Default: none.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// Delay from the route's live latency. Default: none.
+    #[serde(default)]
+    pub adaptive: Option<AdaptiveHedge>,
+}
+
+/// Hedge after the route's live latency percentile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveHedge {
+    /// Percentile of recent attempt latencies, 50 to 99.9. Default: 95.
+    #[serde(default = "p95")]
+    pub percentile: f64,
+    /// Samples needed in the window before hedging starts. Default: 100.
+    #[serde(default = "hundred")]
+    pub min_samples: u64,
+    /// Lowest delay used, so a very fast route does not hedge everything. Default: 1 ms.
+    #[serde(default = "one_ms")]
+    pub min_delay_ms: u64,
+}
+
+/// One budget per route bounds retries and hedges together: over a sliding window they may add
+/// at most `ratio` × requests, plus `min_per_s` × window seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Extra attempts per request. Default: 0.2.
+    #[serde(default = "ratio")]
+    pub ratio: f64,
+    /// Window in seconds, 1 to 60. Default: 10.
+    #[serde(default = "ten")]
+    pub window_s: u64,
+    /// Extra attempts always allowed per second. Default: 10.
+    #[serde(default = "ten")]
+    pub min_per_s: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            ratio: ratio(),
+            window_s: ten(),
+            min_per_s: ten(),
+        }
+    }
+}
+
+fn two() -> i64 {
+    2
+}
+fn ten() -> u64 {
+    10
+}
+fn hundred() -> u64 {
+    100
+}
+fn one_ms() -> u64 {
+    1
+}
+fn p95() -> f64 {
+    95.0
+}
+fn ratio() -> f64 {
+    0.2
+}
+fn backoff_base() -> u64 {
+    25
+}
+fn backoff_max() -> u64 {
+    250
+}
+fn default_retry_on() -> Vec<String> {
+    RETRY_KINDS.iter().map(|s| s.to_string()).collect()
+}
+fn default_retry_status() -> Vec<u16> {
+    vec![502, 503, 504]
 }
 
 /// What a route matches. Every condition given must hold.
@@ -183,6 +330,85 @@ pub struct Subset {
     /// The endpoints. May be empty (requests routed here then get 503).
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// Passive health. Default: see [`Outlier`].
+    #[serde(default)]
+    pub outlier: Option<Outlier>,
+    /// Circuit breaking. Default: see [`Limits`].
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+/// Outlier ejection: an endpoint with `consecutive_failures` in a row (5xx answers, connect
+/// failures, resets, timeouts) is taken out for `base_ejection_ms` × 2^(ejections so far), up to
+/// `max_ejection_ms`. At most `max_ejection_percent` of a subset's endpoints are out at once; a
+/// failing endpoint over that cap stays in and is counted. When every endpoint of the subset is
+/// ejected, the gateway fails open to them, counts it and says so in `x-meridian-fail-open`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outlier {
+    /// Failures in a row that eject. Default: 5.
+    #[serde(default = "five")]
+    pub consecutive_failures: u32,
+    /// First ejection time. Default: 30000 ms (as Envoy).
+    #[serde(default = "base_ejection")]
+    pub base_ejection_ms: u64,
+    /// Longest ejection time. Default: 300000 ms.
+    #[serde(default = "max_ejection")]
+    pub max_ejection_ms: u64,
+    /// Most endpoints out at once, in percent. Default: 50.
+    #[serde(default = "fifty")]
+    pub max_ejection_percent: u32,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Outlier {
+            consecutive_failures: five(),
+            base_ejection_ms: base_ejection(),
+            max_ejection_ms: max_ejection(),
+            max_ejection_percent: fifty(),
+        }
+    }
+}
+
+/// Circuit breaking: requests over a limit get a fast 503 with `x-meridian-reject`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Most requests in flight to the whole subset. Default: 10000.
+    #[serde(default = "ten_thousand")]
+    pub max_inflight: u64,
+    /// Most requests in flight to one endpoint. Default: 1000.
+    #[serde(default = "thousand")]
+    pub max_inflight_per_endpoint: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_inflight: ten_thousand(),
+            max_inflight_per_endpoint: thousand(),
+        }
+    }
+}
+
+fn five() -> u32 {
+    5
+}
+fn fifty() -> u32 {
+    50
+}
+fn base_ejection() -> u64 {
+    30_000
+}
+fn max_ejection() -> u64 {
+    300_000
+}
+fn ten_thousand() -> u64 {
+    10_000
+}
+fn thousand() -> u64 {
+    1_000
 }
 
 /// One upstream endpoint.

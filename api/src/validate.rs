@@ -25,6 +25,36 @@ pub fn validate_table(t: &Table) -> Result<(), Errors> {
         if !subset_names.insert(s.name.as_str()) {
             errs.push(join(&p, "name"), format!("duplicate subset '{}'", s.name));
         }
+        if let Some(o) = &s.outlier {
+            let op = join(&p, "outlier");
+            if o.consecutive_failures == 0 {
+                errs.push(join(&op, "consecutive_failures"), "must be >= 1");
+            }
+            if o.base_ejection_ms == 0 || o.base_ejection_ms > MAX_TIMEOUT_MS {
+                errs.push(
+                    join(&op, "base_ejection_ms"),
+                    format!("must be between 1 and {MAX_TIMEOUT_MS}"),
+                );
+            }
+            if o.max_ejection_ms < o.base_ejection_ms || o.max_ejection_ms > MAX_TIMEOUT_MS {
+                errs.push(
+                    join(&op, "max_ejection_ms"),
+                    format!("must be between base_ejection_ms and {MAX_TIMEOUT_MS}"),
+                );
+            }
+            if o.max_ejection_percent > 100 {
+                errs.push(join(&op, "max_ejection_percent"), "must be <= 100");
+            }
+        }
+        if let Some(l) = &s.limits {
+            let lp = join(&p, "limits");
+            if l.max_inflight == 0 {
+                errs.push(join(&lp, "max_inflight"), "must be >= 1");
+            }
+            if l.max_inflight_per_endpoint == 0 {
+                errs.push(join(&lp, "max_inflight_per_endpoint"), "must be >= 1");
+            }
+        }
         let mut seen = BTreeSet::new();
         for (j, e) in s.endpoints.iter().enumerate() {
             let ep = index(&join(&p, "endpoints"), j);
@@ -66,6 +96,7 @@ pub fn validate_table(t: &Table) -> Result<(), Errors> {
             errs.push(join(&p, "name"), format!("duplicate route '{}'", r.name));
         }
         check_route(r, &p, &subset_names, &mut errs);
+        check_policies(r, &p, &region_names, &mut errs);
     }
     errs.into_result(())
 }
@@ -235,6 +266,87 @@ fn check_route(r: &Route, p: &str, subsets: &BTreeSet<&str>, errs: &mut Errors) 
                     );
                 }
             }
+        }
+    }
+}
+
+fn check_policies(r: &Route, p: &str, regions: &BTreeSet<&str>, errs: &mut Errors) {
+    if let Some(rt) = &r.retry {
+        let rp = join(p, "retry");
+        if !(1..=10).contains(&rt.attempts) {
+            errs.push(join(&rp, "attempts"), "must be between 1 and 10");
+        }
+        for (i, k) in rt.retry_on.iter().enumerate() {
+            if !crate::table::RETRY_KINDS.contains(&k.as_str()) {
+                errs.push(
+                    index(&join(&rp, "retry_on"), i),
+                    format!(
+                        "'{k}' is not one of {}",
+                        crate::table::RETRY_KINDS.join(", ")
+                    ),
+                );
+            }
+        }
+        for (i, c) in rt.retry_on_status.iter().enumerate() {
+            if !(500..=599).contains(c) {
+                errs.push(
+                    index(&join(&rp, "retry_on_status"), i),
+                    "must be a 5xx status",
+                );
+            }
+        }
+        if let Some(t) = rt.per_try_timeout_ms {
+            if t == 0 || t > MAX_TIMEOUT_MS {
+                errs.push(
+                    join(&rp, "per_try_timeout_ms"),
+                    format!("must be between 1 and {MAX_TIMEOUT_MS}"),
+                );
+            }
+        }
+        if rt.backoff_max_ms < rt.backoff_base_ms || rt.backoff_max_ms > 60_000 {
+            errs.push(
+                join(&rp, "backoff_max_ms"),
+                "must be between backoff_base_ms and 60000",
+            );
+        }
+    }
+    if let Some(h) = &r.hedge {
+        let hp = join(p, "hedge");
+        match (&h.delay_ms, &h.adaptive) {
+            (Some(d), None) if *d == 0 || *d > MAX_TIMEOUT_MS => errs.push(
+                join(&hp, "delay_ms"),
+                format!("must be between 1 and {MAX_TIMEOUT_MS}"),
+            ),
+            (None, Some(a)) => {
+                if !(50.0..=99.9).contains(&a.percentile) {
+                    errs.push(
+                        join(&hp, "adaptive.percentile"),
+                        "must be between 50 and 99.9",
+                    );
+                }
+                if a.min_samples == 0 {
+                    errs.push(join(&hp, "adaptive.min_samples"), "must be >= 1");
+                }
+            }
+            (Some(_), None) => {}
+            _ => errs.push(hp, "give exactly one of delay_ms or adaptive"),
+        }
+    }
+    if let Some(b) = &r.budget {
+        let bp = join(p, "budget");
+        if !(0.0..=10.0).contains(&b.ratio) {
+            errs.push(join(&bp, "ratio"), "must be between 0 and 10");
+        }
+        if !(1..=60).contains(&b.window_s) {
+            errs.push(join(&bp, "window_s"), "must be between 1 and 60");
+        }
+    }
+    for (i, reg) in r.allowed_regions.iter().enumerate() {
+        if !regions.contains(reg.as_str()) {
+            errs.push(
+                index(&join(p, "allowed_regions"), i),
+                format!("unknown region '{reg}' (declare it under regions)"),
+            );
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct EndpointStats {
     /// When the estimate was last updated, from [`now_ns`].
     stamp: AtomicU64,
     gauge: IntGauge,
+    /// Passive health of this endpoint.
+    pub outlier: crate::outlier::OutlierState,
 }
 
 impl EndpointStats {
@@ -44,6 +46,7 @@ impl EndpointStats {
             ewma: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
             stamp: AtomicU64::new(now_ns()),
             gauge,
+            outlier: Default::default(),
         }
     }
 

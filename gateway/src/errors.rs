@@ -7,6 +7,39 @@ use pingora::{Error, ErrorSource, ErrorType};
 pub const NO_ENDPOINT: ErrorType = ErrorType::CustomCode("no healthy endpoint", 503);
 /// Our own error for "the upstream exchange ran past its total timeout".
 pub const TOTAL_TIMEOUT: ErrorType = ErrorType::CustomCode("upstream total timeout", 504);
+/// The subset's in-flight limit is reached.
+pub const CIRCUIT_SUBSET: ErrorType = ErrorType::CustomCode("subset-limit", 503);
+/// The chosen endpoint's in-flight limit is reached.
+pub const CIRCUIT_ENDPOINT: ErrorType = ErrorType::CustomCode("endpoint-limit", 503);
+/// Healthy endpoints exist only in regions the route may not reach.
+pub const RESIDENCY: ErrorType = ErrorType::CustomCode("residency", 503);
+
+/// The `x-meridian-reject` value for a refusal the gateway made itself, if it was one.
+pub fn reject_reason(e: &Error) -> Option<&'static str> {
+    match e.etype() {
+        ErrorType::CustomCode(name, _)
+            if [CIRCUIT_SUBSET, CIRCUIT_ENDPOINT, RESIDENCY, NO_ENDPOINT]
+                .iter()
+                .any(|t| t == e.etype()) =>
+        {
+            Some(match *name {
+                "no healthy endpoint" => "no-healthy-endpoint",
+                other => other,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The gRPC status for an HTTP status we generate: 4 (deadline exceeded) for 504, 12
+/// (unimplemented) for 404, else 14 (unavailable).
+pub fn grpc_status_for(code: u16) -> u8 {
+    match code {
+        504 | 408 => 4,
+        404 => 12,
+        _ => 14,
+    }
+}
 
 /// The status a client gets for `e`; 0 when the client is gone and nothing can be written.
 pub fn status_for(e: &Error) -> u16 {
@@ -68,6 +101,25 @@ mod tests {
         assert_eq!(status_for(&Error::new(NO_ENDPOINT)), 503);
         let e = Error::new_down(ErrorType::ConnectionClosed);
         assert_eq!(status_for(&e), 0);
+    }
+
+    #[test]
+    fn grpc_codes_and_reject_reasons() {
+        assert_eq!(grpc_status_for(504), 4);
+        assert_eq!(grpc_status_for(503), 14);
+        assert_eq!(grpc_status_for(502), 14);
+        assert_eq!(
+            reject_reason(&Error::new(CIRCUIT_SUBSET)),
+            Some("subset-limit")
+        );
+        assert_eq!(
+            reject_reason(&Error::new(NO_ENDPOINT)),
+            Some("no-healthy-endpoint")
+        );
+        assert_eq!(
+            reject_reason(&Error::new_up(ErrorType::ConnectRefused)),
+            None
+        );
     }
 
     #[test]

@@ -5,12 +5,16 @@
 pub mod accesslog;
 pub mod admin;
 pub mod balance;
+pub mod budget;
 pub mod config;
 pub mod demo;
 pub mod errors;
+pub mod latency;
 pub mod locality;
 pub mod metrics;
+pub mod outlier;
 pub mod proxy;
+pub mod retry;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

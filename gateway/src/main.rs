@@ -99,7 +99,7 @@ fn run_gateway(config: &std::path::Path, ports_file: Option<PathBuf>) -> anyhow:
     }
     let mut srv = server::new_server(std::time::Duration::from_secs(1))?;
     let bound = server::add_gateway(&mut srv, &gw)?;
-    sync::watch_file(gw.clone())?;
+    sync::watch_file_from(gw.clone(), last)?;
     let report = serde_json::to_string(&bound)?;
     tracing::info!(listeners = ?bound.listeners, admin = %bound.admin, "meridian gateway listening");
     if let Some(p) = ports_file {

@@ -36,6 +36,97 @@ pub struct Metrics {
     pub table_applies: IntCounter,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
+    retries: IntCounterVec,
+    hedges: IntCounterVec,
+    hedge_wins: IntCounterVec,
+    budget_exhausted: IntCounterVec,
+    residency_refusals: IntCounterVec,
+    ejections: IntCounterVec,
+    ejections_skipped: IntCounterVec,
+    fail_open: IntCounterVec,
+    circuit_open: IntCounterVec,
+}
+
+/// Why an attempt was retried; the `reason` label of `meridian_retries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// The connect failed (never reached the upstream).
+    ConnectFailure,
+    /// An HTTP/2 upstream refused the stream.
+    RefusedStream,
+    /// The connection broke before response headers.
+    Reset,
+    /// The attempt ran past its per-try timeout.
+    PerTryTimeout,
+    /// The upstream answered with a retryable status.
+    Status,
+    /// A pooled connection turned out to be closed (retried once, outside the budget).
+    StaleConnection,
+}
+
+impl RetryReason {
+    /// Every reason, in label order.
+    pub const ALL: [RetryReason; 6] = [
+        RetryReason::ConnectFailure,
+        RetryReason::RefusedStream,
+        RetryReason::Reset,
+        RetryReason::PerTryTimeout,
+        RetryReason::Status,
+        RetryReason::StaleConnection,
+    ];
+
+    /// The label, matching the table's `retry_on` names where there is one.
+    pub fn label(self) -> &'static str {
+        match self {
+            RetryReason::ConnectFailure => "connect-failure",
+            RetryReason::RefusedStream => "refused-stream",
+            RetryReason::Reset => "reset",
+            RetryReason::PerTryTimeout => "per-try-timeout",
+            RetryReason::Status => "status",
+            RetryReason::StaleConnection => "stale-connection",
+        }
+    }
+}
+
+/// Pre-resolved counters of one route's retry, hedge and residency decisions.
+#[derive(Debug)]
+pub struct RouteCounters {
+    /// Retries by [`RetryReason`] (same order as `RetryReason::ALL`).
+    pub retries: [IntCounter; 6],
+    /// Hedges sent.
+    pub hedges: IntCounter,
+    /// Hedges whose response won.
+    pub hedge_wins: IntCounter,
+    /// Retries or hedges refused for lack of budget.
+    pub budget_exhausted: IntCounter,
+    /// Requests refused because only regions outside `allowed_regions` could serve them.
+    pub residency_refusals: IntCounter,
+}
+
+impl RouteCounters {
+    /// Counts one retry.
+    pub fn retry(&self, reason: RetryReason) {
+        let i = RetryReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.retries[i].inc();
+    }
+}
+
+/// Pre-resolved counters of one subset's passive-health and circuit decisions.
+#[derive(Debug)]
+pub struct SubsetCounters {
+    /// Endpoints ejected.
+    pub ejections: IntCounter,
+    /// Ejections not made because of `max_ejection_percent`.
+    pub ejections_skipped: IntCounter,
+    /// Requests sent to an ejected endpoint because every endpoint was ejected.
+    pub fail_open: IntCounter,
+    /// Requests refused by the subset's in-flight limit.
+    pub circuit_subset: IntCounter,
+    /// Requests refused by the endpoint's in-flight limit.
+    pub circuit_endpoint: IntCounter,
 }
 
 /// Pre-resolved counters for one (route, subset, region).
@@ -97,6 +188,63 @@ impl Metrics {
             "meridian_access_log_dropped_total",
             "Access-log lines dropped because the writer fell behind.",
         )?;
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        let retries = counter(
+            "meridian_retries_total",
+            "Retries made, by reason.",
+            &["route", "reason"],
+        )?;
+        let hedges = counter("meridian_hedges_total", "Hedged attempts sent.", &["route"])?;
+        let hedge_wins = counter(
+            "meridian_hedge_wins_total",
+            "Hedged attempts whose response won the race.",
+            &["route"],
+        )?;
+        let budget_exhausted = counter(
+            "meridian_budget_exhausted_total",
+            "Retries or hedges not made because the route's budget was spent.",
+            &["route"],
+        )?;
+        let residency_refusals = counter(
+            "meridian_residency_refusals_total",
+            "Requests refused because only regions outside the route's allowed_regions could serve.",
+            &["route"],
+        )?;
+        let ejections = counter(
+            "meridian_outlier_ejections_total",
+            "Endpoints ejected by outlier detection.",
+            &["subset"],
+        )?;
+        let ejections_skipped = counter(
+            "meridian_outlier_ejections_skipped_total",
+            "Ejections not made because max_ejection_percent was reached.",
+            &["subset"],
+        )?;
+        let fail_open = counter(
+            "meridian_outlier_fail_open_total",
+            "Requests sent to ejected endpoints because every endpoint was ejected.",
+            &["subset"],
+        )?;
+        let circuit_open = counter(
+            "meridian_circuit_open_total",
+            "Requests refused by an in-flight limit.",
+            &["subset", "limit"],
+        )?;
+        for c in [
+            &retries,
+            &hedges,
+            &hedge_wins,
+            &budget_exhausted,
+            &residency_refusals,
+            &ejections,
+            &ejections_skipped,
+            &fail_open,
+            &circuit_open,
+        ] {
+            registry.register(Box::new(c.clone()))?;
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(inflight.clone()))?;
@@ -113,7 +261,38 @@ impl Metrics {
             table_rejections,
             table_applies,
             access_log_dropped,
+            retries,
+            hedges,
+            hedge_wins,
+            budget_exhausted,
+            residency_refusals,
+            ejections,
+            ejections_skipped,
+            fail_open,
+            circuit_open,
         })
+    }
+
+    /// Resolves one route's decision counters. Background work.
+    pub fn route_counters(&self, route: &str) -> RouteCounters {
+        RouteCounters {
+            retries: RetryReason::ALL.map(|r| self.retries.with_label_values(&[route, r.label()])),
+            hedges: self.hedges.with_label_values(&[route]),
+            hedge_wins: self.hedge_wins.with_label_values(&[route]),
+            budget_exhausted: self.budget_exhausted.with_label_values(&[route]),
+            residency_refusals: self.residency_refusals.with_label_values(&[route]),
+        }
+    }
+
+    /// Resolves one subset's decision counters. Background work.
+    pub fn subset_counters(&self, subset: &str) -> SubsetCounters {
+        SubsetCounters {
+            ejections: self.ejections.with_label_values(&[subset]),
+            ejections_skipped: self.ejections_skipped.with_label_values(&[subset]),
+            fail_open: self.fail_open.with_label_values(&[subset]),
+            circuit_subset: self.circuit_open.with_label_values(&[subset, "subset"]),
+            circuit_endpoint: self.circuit_open.with_label_values(&[subset, "endpoint"]),
+        }
     }
 
     /// Resolves the handles for one (route, subset, region). Background work.

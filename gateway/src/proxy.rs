@@ -1,6 +1,13 @@
 //! The `ProxyHttp` glue. Each phase calls one policy module; per-request state lives in [`Ctx`].
 //! The request path loads the snapshot once (one `ArcSwap` load) and then touches only atomics.
+//!
+//! Retries ride on Pingora's own loop: a failure that the retry policy grants is marked
+//! retryable, and Pingora calls `upstream_peer` again, which hands out the endpoint the decision
+//! already picked (never one this request tried) after a jittered backoff. Pingora replays the
+//! buffered request body (up to 64 KiB) on each retry.
 
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,20 +16,32 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, Result};
+use pingora::{Error, ErrorType, Result};
 
 use crate::accesslog::{unix_ms, Record};
 use crate::balance::{now_ns, InflightGuard};
-use crate::errors::{body_for, status_for, NO_ENDPOINT, TOTAL_TIMEOUT};
-use crate::metrics::RequestHandles;
+use crate::errors::{self, status_for, CIRCUIT_ENDPOINT, CIRCUIT_SUBSET, NO_ENDPOINT, RESIDENCY};
+use crate::metrics::{RequestHandles, RetryReason};
+use crate::outlier::Verdict;
+use crate::retry;
 use crate::routing::request_host;
-use crate::snapshot::{Snapshot, StickyKey};
+use crate::snapshot::{EndpointRt, PickOpts, Picked, RouteRt, Snapshot, StickyKey, SubsetRt};
 use crate::state::Gateway;
 use crate::trace;
 
 /// The proxy of one gateway.
 #[derive(Debug, Clone)]
 pub struct Proxy(pub Arc<Gateway>);
+
+/// Releases one in-flight slot of a subset on drop.
+#[derive(Debug)]
+pub struct SubsetGuard(Arc<SubsetRt>);
+
+impl Drop for SubsetGuard {
+    fn drop(&mut self) {
+        self.0.state.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Per-request state.
 #[derive(Debug)]
@@ -33,16 +52,38 @@ pub struct Ctx {
     route: Option<usize>,
     subset: usize,
     region: usize,
-    upstream: Option<std::net::SocketAddr>,
+    upstream: Option<SocketAddr>,
     guard: Option<InflightGuard>,
+    subset_guard: Option<SubsetGuard>,
     upstream_start: Option<Instant>,
-    measured: bool,
+    /// Upstream response headers of the current attempt arrived.
+    got_headers: bool,
+    /// Response headers went to the client: nothing may be retried any more.
+    sent_downstream: bool,
     request_id: String,
     traceparent: String,
     deadline: Option<Instant>,
+    idempotent: bool,
+    /// The request came from another gateway (it carried `x-meridian-attempt`).
+    hop_limited: bool,
+    /// Attempts started.
+    attempts: u32,
+    tried: Vec<SocketAddr>,
+    /// The endpoint a granted retry will use, and why the retry happens.
+    next: Option<(usize, EndpointRt, RetryReason)>,
+    stale_retried: bool,
+    fail_open: bool,
 }
 
 impl Ctx {
+    fn route_rt(&self) -> Option<&RouteRt> {
+        Some(&self.snap.as_ref()?.routes[self.route?])
+    }
+
+    fn subset_rt(&self) -> Option<&Arc<SubsetRt>> {
+        Some(&self.route_rt()?.subsets[self.subset].subset)
+    }
+
     fn handles(&self) -> Option<&Arc<RequestHandles>> {
         let snap = self.snap.as_ref()?;
         match self.route {
@@ -52,23 +93,127 @@ impl Ctx {
     }
 
     fn names(&self) -> (Arc<str>, Arc<str>) {
-        match (&self.snap, self.route) {
-            (Some(s), Some(r)) => (
-                s.routes[r].name.clone(),
-                s.routes[r].subsets[self.subset].subset.name.clone(),
-            ),
+        match (self.route_rt(), self.subset_rt()) {
+            (Some(r), Some(s)) => (r.name.clone(), s.name.clone()),
             _ => (Arc::from(""), Arc::from("")),
         }
     }
+
+    /// Closes the current attempt for the balancer and passive health.
+    fn end_attempt(&mut self, ok: bool) {
+        let now = now_ns();
+        let (Some(g), Some(t)) = (&self.guard, self.upstream_start.take()) else {
+            return;
+        };
+        let stats = g.stats().clone();
+        stats.observe(t.elapsed(), now);
+        let Some(subset) = self.subset_rt().cloned() else {
+            return;
+        };
+        if ok {
+            stats.outlier.success(&subset.outlier, now);
+            return;
+        }
+        let verdict = stats
+            .outlier
+            .failure(&subset.outlier, now, || subset.ejection_counts(now));
+        let c = &subset.state.counters;
+        match verdict {
+            Verdict::Ejected(d) => {
+                c.ejections.inc();
+                tracing::warn!(subset = %subset.name, endpoint = ?self.upstream, ejected_for = ?d, "outlier ejected");
+            }
+            Verdict::CapReached => c.ejections_skipped.inc(),
+            Verdict::None => {}
+        }
+    }
+
+    /// Decides whether to retry after `reason`; on yes, picks the next endpoint and spends a
+    /// budget token (except for a stale connection).
+    fn grant_retry(&mut self, reason: RetryReason, truncated: bool) -> bool {
+        let (Some(snap), Some(ri)) = (self.snap.clone(), self.route) else {
+            return false;
+        };
+        let route = &snap.routes[ri];
+        let policy = &route.retry;
+        let free = reason == RetryReason::StaleConnection;
+        let reached_upstream = reason != RetryReason::ConnectFailure && !free;
+        if self.sent_downstream
+            || truncated
+            || !retry::allows(policy, reason)
+            || (reached_upstream && (!self.idempotent || self.hop_limited))
+            || (!free && self.attempts >= policy.attempts.max(1) as u32)
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            return false;
+        }
+        let state = route.state.clone();
+        let opts = PickOpts {
+            allowed: &route.allowed,
+            restricted: route.restricted,
+            tried: &self.tried,
+            now: now_ns(),
+        };
+        let subset = route.subsets[self.subset].subset.clone();
+        let picked = match subset.pick(&mut self.rng, &opts) {
+            Picked::Endpoint { tier, ep, .. } => (tier, ep.clone()),
+            // A stale connection may go back to the same endpoint on a fresh connection.
+            _ if free => match self.tried.last().and_then(|a| find(&subset, *a)) {
+                Some(found) => found,
+                None => return false,
+            },
+            _ => return false,
+        };
+        if !free && !state.budget.try_spend(opts.now) {
+            state.counters.budget_exhausted.inc();
+            return false;
+        }
+        state.counters.retry(reason);
+        self.stale_retried |= free;
+        self.next = Some((picked.0, picked.1, reason));
+        true
+    }
 }
 
-/// Writes a generated error response with a JSON body.
-async fn respond(session: &mut Session, code: u16, request_id: &str) -> Result<()> {
-    let body = body_for(code, request_id);
-    let mut h = ResponseHeader::build(code, Some(4))?;
+fn find(subset: &SubsetRt, addr: SocketAddr) -> Option<(usize, EndpointRt)> {
+    subset
+        .tiers
+        .iter()
+        .enumerate()
+        .find_map(|(t, eps)| eps.iter().find(|e| e.addr == addr).map(|e| (t, e.clone())))
+}
+
+/// Writes a generated error response: a small JSON body, or a trailers-only gRPC answer.
+async fn respond(
+    session: &mut Session,
+    code: u16,
+    request_id: &str,
+    reject: Option<&str>,
+) -> Result<()> {
+    let grpc = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        let mut h = ResponseHeader::build(200, Some(4))?;
+        h.insert_header("content-type", "application/grpc")?;
+        h.insert_header("grpc-status", errors::grpc_status_for(code).to_string())?;
+        h.insert_header("grpc-message", errors::reason_for(code))?;
+        h.insert_header("x-request-id", request_id)?;
+        if let Some(r) = reject {
+            h.insert_header("x-meridian-reject", r)?;
+        }
+        return session.write_response_header(Box::new(h), true).await;
+    }
+    let body = errors::body_for(code, request_id);
+    let mut h = ResponseHeader::build(code, Some(5))?;
     h.insert_header("content-type", "application/json")?;
     h.insert_header("content-length", body.len().to_string())?;
     h.insert_header("x-request-id", request_id)?;
+    if let Some(r) = reject {
+        h.insert_header("x-meridian-reject", r)?;
+    }
     session.write_response_header(Box::new(h), false).await?;
     session
         .write_response_body(Some(Bytes::from(body)), true)
@@ -117,11 +262,20 @@ impl ProxyHttp for Proxy {
             region: 0,
             upstream: None,
             guard: None,
+            subset_guard: None,
             upstream_start: None,
-            measured: false,
+            got_headers: false,
+            sent_downstream: false,
             request_id: String::new(),
             traceparent: String::new(),
             deadline: None,
+            idempotent: false,
+            hop_limited: false,
+            attempts: 0,
+            tried: Vec::new(),
+            next: None,
+            stale_retried: false,
+            fail_open: false,
         }
     }
 
@@ -135,8 +289,10 @@ impl ProxyHttp for Proxy {
             req.headers.get("traceparent").map(|v| v.as_bytes()),
             &mut ctx.rng,
         );
+        ctx.idempotent = retry::idempotent(req);
+        ctx.hop_limited = req.headers.contains_key(retry::ATTEMPT_HEADER);
         let Some(snap) = self.0.snapshot.load_full() else {
-            respond(session, 503, &ctx.request_id).await?;
+            respond(session, 503, &ctx.request_id, Some("no-table")).await?;
             return Ok(true);
         };
         let host = request_host(&req.headers, &req.uri);
@@ -145,12 +301,17 @@ impl ProxyHttp for Proxy {
             .find(&host, req.uri.path(), &req.method, &req.headers);
         ctx.snap = Some(snap.clone());
         let Some(route) = found else {
-            respond(session, 404, &ctx.request_id).await?;
+            respond(session, 404, &ctx.request_id, None).await?;
             return Ok(true);
         };
         ctx.route = Some(route);
         ctx.subset = choose_subset(&snap, route, session.req_header());
-        ctx.deadline = Some(ctx.start + snap.routes[route].timeouts.total);
+        let r = &snap.routes[route];
+        ctx.deadline = Some(ctx.start + r.timeouts.total);
+        r.state.budget.record_request(now_ns());
+        if r.retry.attempts > 1 {
+            session.enable_retry_buffering();
+        }
         Ok(false)
     }
 
@@ -159,32 +320,131 @@ impl ProxyHttp for Proxy {
             return Err(Error::new(NO_ENDPOINT));
         };
         let r = &snap.routes[route];
-        let subset = &r.subsets[ctx.subset].subset;
-        let now = now_ns();
-        let Some((tier, ep)) = subset.pick(&mut ctx.rng, now) else {
-            return Err(Error::explain(
-                NO_ENDPOINT,
-                format!("subset {}", subset.name),
-            ));
+        let subset = r.subsets[ctx.subset].subset.clone();
+        let (tier, ep) = match ctx.next.take() {
+            Some((tier, ep, reason)) => {
+                if reason != RetryReason::StaleConnection {
+                    let wait = retry::backoff(&r.retry, ctx.attempts, &mut ctx.rng);
+                    tokio::time::sleep(wait).await;
+                }
+                (tier, ep)
+            }
+            None => {
+                let opts = PickOpts {
+                    allowed: &r.allowed,
+                    restricted: r.restricted,
+                    tried: &ctx.tried,
+                    now: now_ns(),
+                };
+                match subset.pick(&mut ctx.rng, &opts) {
+                    Picked::Endpoint {
+                        tier,
+                        ep,
+                        fail_open,
+                    } => {
+                        if fail_open {
+                            ctx.fail_open = true;
+                            subset.state.counters.fail_open.inc();
+                        }
+                        (tier, ep.clone())
+                    }
+                    Picked::Residency => {
+                        r.state.counters.residency_refusals.inc();
+                        return Err(Error::explain(RESIDENCY, format!("route {}", r.name)));
+                    }
+                    Picked::Nothing => {
+                        return Err(Error::explain(
+                            NO_ENDPOINT,
+                            format!("subset {}", subset.name),
+                        ))
+                    }
+                }
+            }
         };
+        if ctx.subset_guard.is_none() {
+            if subset.state.inflight.load(Ordering::Relaxed) >= subset.limits.max_inflight {
+                subset.state.counters.circuit_subset.inc();
+                return Err(Error::new(CIRCUIT_SUBSET));
+            }
+            subset.state.inflight.fetch_add(1, Ordering::Relaxed);
+            ctx.subset_guard = Some(SubsetGuard(subset.clone()));
+        }
+        if ep.stats.inflight() >= subset.limits.max_inflight_per_endpoint {
+            subset.state.counters.circuit_endpoint.inc();
+            return Err(Error::new(CIRCUIT_ENDPOINT));
+        }
         ctx.region = tier;
         ctx.upstream = Some(ep.addr);
+        ctx.tried.push(ep.addr);
+        ctx.attempts += 1;
         ctx.guard = Some(ep.stats.begin());
         ctx.upstream_start = Some(Instant::now());
-        ctx.measured = false;
+        ctx.got_headers = false;
         let mut peer = HttpPeer::new(ep.addr, ep.tls, ep.sni.clone());
         let remaining = ctx
             .deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(r.timeouts.total)
             .max(Duration::from_millis(1));
+        let per_try = r
+            .retry
+            .per_try_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(r.timeouts.read);
         let o = &mut peer.options;
         o.connection_timeout = Some(r.timeouts.connect.min(remaining));
         o.total_connection_timeout = Some(r.timeouts.connect.min(remaining));
-        o.read_timeout = Some(r.timeouts.read.min(remaining));
-        o.write_timeout = Some(r.timeouts.read.min(remaining));
+        o.read_timeout = Some(per_try.min(remaining));
+        o.write_timeout = Some(per_try.min(remaining));
         o.idle_timeout = Some(self.0.config.upstream_idle_timeout);
         Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.end_attempt(false);
+        let truncated = session.as_ref().retry_buffer_truncated();
+        let again = ctx.grant_retry(RetryReason::ConnectFailure, truncated);
+        e.set_retry(again);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if matches!(e.etype(), ErrorType::CustomCode(retry::RETRY_STATUS, _)) {
+            // Already decided (and counted) when the status arrived.
+            return e;
+        }
+        let truncated = session.as_ref().retry_buffer_truncated();
+        let reason = if ctx.got_headers {
+            None
+        } else {
+            retry::classify(&e)
+        };
+        if ctx.upstream_start.is_some() {
+            ctx.end_attempt(false);
+        }
+        let again = match reason {
+            Some(RetryReason::Reset) if client_reused && !ctx.stale_retried && ctx.idempotent => {
+                ctx.grant_retry(RetryReason::StaleConnection, truncated)
+            }
+            Some(reason) => ctx.grant_retry(reason, truncated),
+            None => false,
+        };
+        e.set_retry(again);
+        e
     }
 
     async fn upstream_request_filter(
@@ -227,18 +487,38 @@ impl ProxyHttp for Proxy {
         }
         up.insert_header("x-request-id", ctx.request_id.as_str())?;
         up.insert_header("traceparent", ctx.traceparent.as_str())?;
+        up.insert_header(retry::ATTEMPT_HEADER, ctx.attempts.to_string())?;
         Ok(())
     }
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let (Some(g), Some(t)) = (&ctx.guard, ctx.upstream_start) {
-            g.stats().observe(t.elapsed(), now_ns());
-            ctx.measured = true;
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        ctx.got_headers = true;
+        if let (Some(t), Some(r)) = (ctx.upstream_start, ctx.route_rt()) {
+            r.state.latency.record(t.elapsed(), now_ns());
+        }
+        let code = resp.status.as_u16();
+        ctx.end_attempt(code < 500);
+        let retried_status = ctx
+            .route_rt()
+            .is_some_and(|r| r.retry.retry_on_status.contains(&code));
+        if retried_status {
+            let truncated = session.as_ref().retry_buffer_truncated();
+            if ctx.grant_retry(RetryReason::Status, truncated) {
+                let mut e = Error::explain(
+                    ErrorType::CustomCode(retry::RETRY_STATUS, code),
+                    format!("upstream answered {code}"),
+                );
+                e.set_retry(true);
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -249,20 +529,22 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.sent_downstream = true;
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if ctx.fail_open {
+            resp.insert_header("x-meridian-fail-open", "1")?;
+        }
         if self.0.config.debug_headers {
             let (route, subset) = ctx.names();
             resp.insert_header("x-meridian-route", &*route)?;
             resp.insert_header("x-meridian-subset", &*subset)?;
-            if let (Some(snap), Some(r)) = (&ctx.snap, ctx.route) {
-                let s = &snap.routes[r].subsets[ctx.subset].subset;
-                if let Some(reg) = s.regions.get(ctx.region) {
-                    resp.insert_header("x-meridian-region", &**reg)?;
-                }
+            if let Some(reg) = ctx.subset_rt().and_then(|s| s.regions.get(ctx.region)) {
+                resp.insert_header("x-meridian-region", &**reg)?;
             }
             if let Some(a) = ctx.upstream {
                 resp.insert_header("x-meridian-upstream", a.to_string())?;
             }
+            resp.insert_header("x-meridian-attempts", ctx.attempts.to_string())?;
         }
         Ok(())
     }
@@ -276,7 +558,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<Option<Duration>> {
         match ctx.deadline {
             Some(d) if Instant::now() > d => Err(Error::explain(
-                TOTAL_TIMEOUT,
+                errors::TOTAL_TIMEOUT,
                 "response body still arriving at the route's total timeout",
             )),
             _ => Ok(None),
@@ -286,7 +568,8 @@ impl ProxyHttp for Proxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = status_for(e);
         if code > 0 && session.response_written().is_none() {
-            if let Err(werr) = respond(session, code, &ctx.request_id).await {
+            let reject = errors::reject_reason(e);
+            if let Err(werr) = respond(session, code, &ctx.request_id, reject).await {
                 tracing::debug!(error = %werr, "could not write the error response");
             }
         }
@@ -298,13 +581,14 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let elapsed = ctx.start.elapsed();
-        if !ctx.measured {
-            // A failed attempt counts as slow as it was, so the balancer learns from failures.
-            if let (Some(g), Some(t)) = (&ctx.guard, ctx.upstream_start) {
+        if ctx.upstream_start.is_some() {
+            // The attempt ended without a verdict (e.g. the client left): latency only.
+            if let (Some(g), Some(t)) = (&ctx.guard, ctx.upstream_start.take()) {
                 g.stats().observe(t.elapsed(), now_ns());
             }
         }
         ctx.guard = None;
+        ctx.subset_guard = None;
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

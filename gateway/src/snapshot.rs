@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
-use meridian_api::Table;
+use meridian_api::{Budget, HedgePolicy, Limits, Outlier, RetryPolicy, Table};
 
 use crate::balance::EndpointStats;
+use crate::budget::RetryBudget;
 use crate::config::Timeouts;
+use crate::latency::LatencyWindow;
 use crate::locality::{self, RegionHealth};
-use crate::metrics::{Metrics, RequestHandles};
+use crate::metrics::{Metrics, RequestHandles, RouteCounters, SubsetCounters};
 use crate::routing::Router;
 use crate::split::Splitter;
 
@@ -47,6 +49,28 @@ pub struct RouteRt {
     pub pin: Option<(HeaderName, HashMap<String, usize>)>,
     /// Effective upstream timeouts.
     pub timeouts: Timeouts,
+    /// Retry policy (the documented default when the table gives none).
+    pub retry: RetryPolicy,
+    /// Hedging, when on.
+    pub hedge: Option<HedgePolicy>,
+    /// Budget, attempt-latency window and counters; survive table swaps.
+    pub state: Arc<RouteState>,
+    /// Regions this route may reach, by region index; all true when unrestricted.
+    pub allowed: Vec<bool>,
+    /// True when `allowed` excludes some region.
+    pub restricted: bool,
+}
+
+/// A route's live state, carried from one snapshot to the next while its budget is unchanged.
+#[derive(Debug)]
+pub struct RouteState {
+    /// The budget retries and hedges share.
+    pub budget: RetryBudget,
+    /// Recent attempt latencies (for adaptive hedging).
+    pub latency: LatencyWindow,
+    /// Decision counters.
+    pub counters: RouteCounters,
+    budget_spec: Budget,
 }
 
 /// Where a sticky key is read from.
@@ -77,8 +101,25 @@ pub struct SubsetRt {
     pub regions: Vec<Arc<str>>,
     /// Healthy endpoints per region.
     pub tiers: Vec<Vec<EndpointRt>>,
-    /// Cumulative load share per region (see [`locality`]).
+    /// Cumulative load share per region (see [`locality`]), from table health alone.
     pub cumulative: Vec<f64>,
+    /// Weight of all endpoints (healthy or not) per region.
+    pub total_weight: Vec<f64>,
+    /// Passive-health policy.
+    pub outlier: Outlier,
+    /// Circuit-breaking limits.
+    pub limits: Limits,
+    /// In-flight count and counters; survive table swaps.
+    pub state: Arc<SubsetState>,
+}
+
+/// A subset's live state.
+#[derive(Debug)]
+pub struct SubsetState {
+    /// Requests in flight to the subset.
+    pub inflight: std::sync::atomic::AtomicU64,
+    /// Decision counters.
+    pub counters: SubsetCounters,
 }
 
 /// One endpoint, ready to dial.
@@ -102,9 +143,21 @@ pub struct EndpointRt {
     pub stats: Arc<EndpointStats>,
 }
 
-/// Live endpoint stats by address, carried from one snapshot to the next. Only the builder
-/// touches it.
-pub type StatsBook = HashMap<SocketAddr, Arc<EndpointStats>>;
+/// Live state carried from one snapshot to the next: endpoint stats by address, subset and
+/// route state by name. Only the builder touches it.
+#[derive(Debug, Default)]
+pub struct StatsBook {
+    endpoints: HashMap<SocketAddr, Arc<EndpointStats>>,
+    subsets: HashMap<String, Arc<SubsetState>>,
+    routes: HashMap<String, Arc<RouteState>>,
+}
+
+impl StatsBook {
+    /// An empty book.
+    pub fn new() -> StatsBook {
+        StatsBook::default()
+    }
+}
 
 /// Region priority for a gateway in `local`: itself, then the table's failover order.
 pub fn region_order(table: &Table, local: &str) -> Vec<Arc<str>> {
@@ -131,9 +184,18 @@ impl Snapshot {
     ) -> Snapshot {
         let order = region_order(&table, local);
         let mut next_book = StatsBook::new();
+        let mut next_subsets = HashMap::new();
+        let mut next_routes = HashMap::new();
         let mut subsets: HashMap<&str, Arc<SubsetRt>> = HashMap::new();
         for s in &table.subsets {
             let mut tiers: Vec<Vec<EndpointRt>> = vec![Vec::new(); order.len()];
+            let sstate = book.subsets.get(&s.name).cloned().unwrap_or_else(|| {
+                Arc::new(SubsetState {
+                    inflight: Default::default(),
+                    counters: metrics.subset_counters(&s.name),
+                })
+            });
+            next_subsets.insert(s.name.clone(), sstate.clone());
             let mut health = vec![
                 RegionHealth {
                     healthy: 0.0,
@@ -149,13 +211,14 @@ impl Snapshot {
                     continue;
                 };
                 let stats = book
+                    .endpoints
                     .get(&addr)
-                    .or_else(|| next_book.get(&addr))
+                    .or_else(|| next_book.endpoints.get(&addr))
                     .cloned()
                     .unwrap_or_else(|| {
                         Arc::new(EndpointStats::new(metrics.inflight_gauge(&e.address)))
                     });
-                next_book.insert(addr, stats.clone());
+                next_book.endpoints.insert(addr, stats.clone());
                 let weight = e.weight.max(1) as f64;
                 health[tier].total += weight;
                 if e.healthy {
@@ -172,25 +235,20 @@ impl Snapshot {
                     });
                 }
             }
-            let mut acc = 0.0;
-            let cumulative = locality::loads(&health)
-                .into_iter()
-                .map(|l| {
-                    acc += l;
-                    acc
-                })
-                .collect();
             subsets.insert(
                 s.name.as_str(),
                 Arc::new(SubsetRt {
                     name: Arc::from(s.name.as_str()),
                     regions: order.clone(),
                     tiers,
-                    cumulative,
+                    cumulative: cumulate(locality::loads(&health)),
+                    total_weight: health.iter().map(|h| h.total).collect(),
+                    outlier: s.outlier.clone().unwrap_or_default(),
+                    limits: s.limits.clone().unwrap_or_default(),
+                    state: sstate,
                 }),
             );
         }
-        *book = next_book;
 
         let routes = table
             .routes
@@ -201,21 +259,17 @@ impl Snapshot {
                     .split
                     .iter()
                     .map(|s| {
-                        let subset = subsets.get(s.subset.as_str()).cloned().unwrap_or_else(|| {
-                            Arc::new(SubsetRt {
-                                name: Arc::from(s.subset.as_str()),
-                                regions: order.clone(),
-                                tiers: vec![Vec::new(); order.len()],
-                                cumulative: vec![0.0; order.len()],
-                            })
-                        });
+                        // Validation guarantees the subset exists; a route naming an unknown one
+                        // could not be applied, so this lookup cannot miss for applied tables.
+                        let subset = subsets.get(s.subset.as_str()).cloned()?;
                         let handles = order
                             .iter()
                             .map(|reg| metrics.handles(&r.name, &s.subset, reg))
                             .collect();
-                        SubsetRef { subset, handles }
+                        Some(SubsetRef { subset, handles })
                     })
-                    .collect();
+                    .collect::<Option<Vec<_>>>()
+                    .unwrap_or_default();
                 let sticky = r
                     .sticky
                     .as_ref()
@@ -237,6 +291,32 @@ impl Snapshot {
                         .collect();
                     Some((name, map))
                 });
+                let budget_spec = r.budget.clone().unwrap_or_default();
+                let state = book
+                    .routes
+                    .get(&r.name)
+                    .filter(|st| st.budget_spec == budget_spec)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(RouteState {
+                            budget: RetryBudget::new(
+                                budget_spec.ratio,
+                                budget_spec.window_s,
+                                budget_spec.min_per_s,
+                            ),
+                            latency: LatencyWindow::new(Duration::from_secs(10)),
+                            counters: metrics.route_counters(&r.name),
+                            budget_spec,
+                        })
+                    });
+                next_routes.insert(r.name.clone(), state.clone());
+                let allowed: Vec<bool> = order
+                    .iter()
+                    .map(|reg| {
+                        r.allowed_regions.is_empty()
+                            || r.allowed_regions.iter().any(|a| **a == **reg)
+                    })
+                    .collect();
                 let t = r.timeouts.clone().unwrap_or_default();
                 let ms = |v: Option<u64>, d: Duration| v.map(Duration::from_millis).unwrap_or(d);
                 RouteRt {
@@ -250,9 +330,17 @@ impl Snapshot {
                         read: ms(t.read_ms, defaults.read),
                         total: ms(t.total_ms, defaults.total),
                     },
+                    retry: r.retry.clone().unwrap_or_default(),
+                    hedge: r.hedge.clone(),
+                    state,
+                    restricted: allowed.iter().any(|a| !a),
+                    allowed,
                 }
             })
             .collect();
+        next_book.subsets = next_subsets;
+        next_book.routes = next_routes;
+        *book = next_book;
         Snapshot {
             version: table.version,
             router: Router::new(&table.routes),
@@ -263,19 +351,140 @@ impl Snapshot {
     }
 }
 
+fn cumulate(loads: Vec<f64>) -> Vec<f64> {
+    let mut acc = 0.0;
+    loads
+        .into_iter()
+        .map(|l| {
+            acc += l;
+            acc
+        })
+        .collect()
+}
+
+/// What a pick may use.
+#[derive(Debug, Clone, Copy)]
+pub struct PickOpts<'a> {
+    /// Regions allowed, by index (the route's residency).
+    pub allowed: &'a [bool],
+    /// True when `allowed` excludes some region.
+    pub restricted: bool,
+    /// Endpoints this request already tried.
+    pub tried: &'a [SocketAddr],
+    /// The clock.
+    pub now: u64,
+}
+
+/// The outcome of a pick.
+#[derive(Debug)]
+pub enum Picked<'a> {
+    /// An endpoint in region `tier`; `fail_open` when every candidate was ejected.
+    Endpoint {
+        /// Region index.
+        tier: usize,
+        /// The endpoint.
+        ep: &'a EndpointRt,
+        /// Chosen although ejected, because nothing else was left.
+        fail_open: bool,
+    },
+    /// Nothing healthy (and untried) anywhere allowed.
+    Nothing,
+    /// Something healthy exists, but only in regions the route may not reach.
+    Residency,
+}
+
 impl SubsetRt {
-    /// Picks a region by load share, then an endpoint in it by power of two choices.
-    /// Returns `(region index, endpoint)`; `None` when no region has a healthy endpoint.
-    pub fn pick(&self, rng: &mut fastrand::Rng, now: u64) -> Option<(usize, &EndpointRt)> {
-        let tier = locality::pick(&self.cumulative, rng.f64())?;
-        let eps = &self.tiers[tier];
-        let i = crate::balance::p2c(
-            eps.len(),
-            rng,
-            |i| eps[i].stats.cost(now),
-            |i| eps[i].weight,
-        )?;
-        Some((tier, &eps[i]))
+    /// Picks a region by load share, then an endpoint in it by power of two choices, skipping
+    /// ejected and already-tried endpoints and regions outside the route's residency.
+    pub fn pick<'a>(&'a self, rng: &mut fastrand::Rng, o: &PickOpts<'_>) -> Picked<'a> {
+        let fast = o.tried.is_empty() && !o.restricted && !crate::outlier::any_ejected(o.now);
+        if fast {
+            let Some(tier) = locality::pick(&self.cumulative, rng.f64()) else {
+                return Picked::Nothing;
+            };
+            let eps = &self.tiers[tier];
+            return match crate::balance::p2c(
+                eps.len(),
+                rng,
+                |i| eps[i].stats.cost(o.now),
+                |i| eps[i].weight,
+            ) {
+                Some(i) => Picked::Endpoint {
+                    tier,
+                    ep: &eps[i],
+                    fail_open: false,
+                },
+                None => Picked::Nothing,
+            };
+        }
+        let usable =
+            |e: &EndpointRt| !o.tried.contains(&e.addr) && !e.stats.outlier.is_ejected(o.now);
+        let health: Vec<RegionHealth> = self
+            .tiers
+            .iter()
+            .enumerate()
+            .map(|(i, eps)| RegionHealth {
+                healthy: if o.allowed.get(i).copied().unwrap_or(false) {
+                    eps.iter().filter(|e| usable(e)).map(|e| e.weight).sum()
+                } else {
+                    0.0
+                },
+                total: self.total_weight[i],
+            })
+            .collect();
+        let cumulative = cumulate(locality::loads(&health));
+        if let Some(tier) = locality::pick(&cumulative, rng.f64()) {
+            let cands: Vec<&EndpointRt> = self.tiers[tier].iter().filter(|e| usable(e)).collect();
+            if let Some(i) = crate::balance::p2c(
+                cands.len(),
+                rng,
+                |i| cands[i].stats.cost(o.now),
+                |i| cands[i].weight,
+            ) {
+                return Picked::Endpoint {
+                    tier,
+                    ep: cands[i],
+                    fail_open: false,
+                };
+            }
+        }
+        // Nothing usable: fail open to ejected endpoints in allowed regions, in priority order.
+        for (tier, eps) in self.tiers.iter().enumerate() {
+            if !o.allowed.get(tier).copied().unwrap_or(false) {
+                continue;
+            }
+            let cands: Vec<&EndpointRt> =
+                eps.iter().filter(|e| !o.tried.contains(&e.addr)).collect();
+            if let Some(i) = crate::balance::p2c(
+                cands.len(),
+                rng,
+                |i| cands[i].stats.cost(o.now),
+                |i| cands[i].weight,
+            ) {
+                return Picked::Endpoint {
+                    tier,
+                    ep: cands[i],
+                    fail_open: true,
+                };
+            }
+        }
+        let elsewhere = self.tiers.iter().enumerate().any(|(tier, eps)| {
+            !o.allowed.get(tier).copied().unwrap_or(false)
+                && eps.iter().any(|e| !o.tried.contains(&e.addr))
+        });
+        if elsewhere {
+            Picked::Residency
+        } else {
+            Picked::Nothing
+        }
+    }
+
+    /// Ejected endpoints and all endpoints of the subset at `now` (for the ejection cap).
+    pub fn ejection_counts(&self, now: u64) -> (usize, usize) {
+        let all = self.tiers.iter().flatten();
+        let total = all.clone().count();
+        let ejected = all.filter(|e| e.stats.outlier.is_ejected(now)).count();
+        (ejected, total)
     }
 }
 

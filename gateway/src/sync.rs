@@ -9,9 +9,18 @@ use crate::state::Gateway;
 
 /// Watches the configured table file on a background thread until the process exits.
 pub fn watch_file(gw: Arc<Gateway>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    watch_file_from(gw, None)
+}
+
+/// Like [`watch_file`], continuing from the `last` state of an earlier [`poll_once`], so a file
+/// already applied (or refused) at start-up is not applied (or refused and counted) again.
+pub fn watch_file_from(
+    gw: Arc<Gateway>,
+    last: Option<Vec<u8>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     let name = format!("table-watch-{}", gw.config.region);
     std::thread::Builder::new().name(name).spawn(move || {
-        let mut last: Option<Vec<u8>> = None;
+        let mut last = last;
         loop {
             poll_once(&gw, &mut last);
             std::thread::sleep(gw.config.table_poll);

@@ -9,7 +9,8 @@
 //! Every response carries `x-upstream: <name>` and echoes some request
 //! headers back (see [`ECHOED_HEADERS`]): `x-meridian-attempt` as
 //! `x-seen-attempt`, `traceparent` as `x-seen-traceparent`, `x-request-id` as
-//! `x-seen-request-id` and `x-forwarded-for` as `x-seen-forwarded-for`.
+//! `x-seen-request-id`, and `x-forwarded-for`, `-proto` and `-host` as
+//! `x-seen-forwarded-for`, `-proto` and `-host`.
 //! `GET /healthz` answers `200 ok` or `503 unhealthy` and is counted
 //! separately from ordinary requests.
 //!

@@ -22,11 +22,13 @@ pub const UPSTREAM_HEADER: &str = "x-upstream";
 
 /// `(request header, response header)` pairs echoed back to the client.
 /// Repeated request headers are joined with `", "`.
-pub const ECHOED_HEADERS: [(&str, &str); 4] = [
+pub const ECHOED_HEADERS: [(&str, &str); 6] = [
     ("x-meridian-attempt", "x-seen-attempt"),
     ("traceparent", "x-seen-traceparent"),
     ("x-request-id", "x-seen-request-id"),
     ("x-forwarded-for", "x-seen-forwarded-for"),
+    ("x-forwarded-proto", "x-seen-forwarded-proto"),
+    ("x-forwarded-host", "x-seen-forwarded-host"),
 ];
 
 /// Path answered by the health endpoint (`GET`/`HEAD` only).

@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     healthy: AtomicBool,
     pub(crate) requests: AtomicU64,
     pub(crate) health_checks: AtomicU64,
+    /// Connections accepted (and served) since start or the last reset.
+    connections: AtomicU64,
     bodies: Mutex<VecDeque<Bytes>>,
     /// Bumped to close every open connection.
     epoch: watch::Sender<u64>,
@@ -112,6 +114,7 @@ impl MockUpstream {
             healthy: AtomicBool::new(true),
             requests: AtomicU64::new(0),
             health_checks: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             bodies: Mutex::new(VecDeque::with_capacity(MAX_RECORDED_BODIES)),
             epoch: watch::Sender::new(0),
             active_conns: AtomicUsize::new(0),
@@ -196,6 +199,13 @@ impl MockUpstream {
         self.inner.requests.load(Ordering::SeqCst)
     }
 
+    /// TCP connections accepted and served since start or the last
+    /// [`reset_counters`](Self::reset_counters); with keep-alive this stays far
+    /// below [`requests`](Self::requests).
+    pub fn connections(&self) -> u64 {
+        self.inner.connections.load(Ordering::SeqCst)
+    }
+
     /// `GET /healthz` requests received.
     pub fn health_checks(&self) -> u64 {
         self.inner.health_checks.load(Ordering::SeqCst)
@@ -213,6 +223,7 @@ impl MockUpstream {
     pub fn reset_counters(&self) {
         self.inner.requests.store(0, Ordering::SeqCst);
         self.inner.health_checks.store(0, Ordering::SeqCst);
+        self.inner.connections.store(0, Ordering::SeqCst);
         lock(&self.inner.bodies).clear();
     }
 
@@ -391,6 +402,7 @@ async fn accept_loop(
         if inner.is_down() {
             continue;
         }
+        inner.connections.fetch_add(1, Ordering::SeqCst);
         // Best effort; only affects latency.
         let _ = stream.set_nodelay(true);
         conn::spawn(Arc::clone(&inner), stream, shutdown, builder.clone());

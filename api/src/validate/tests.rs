@@ -79,3 +79,36 @@ fn sticky_needs_exactly_one_source() {
     let err = parse_table(&bad).expect_err("invalid").to_string();
     assert!(err.contains("routes[0].sticky: give exactly one"), "{err}");
 }
+
+#[test]
+fn resilience_policies_are_checked() {
+    let bad = GOOD.replace(
+        "    sticky: { header: x-user-id }\n",
+        "    sticky: { header: x-user-id }\n    retry: { attempts: 0, retry_on: [sometimes], retry_on_status: [404] }\n    hedge: { delay_ms: 5, adaptive: { percentile: 95 } }\n    budget: { ratio: -1 }\n    allowed_regions: [mars]\n",
+    );
+    let err = parse_table(&bad).expect_err("invalid").to_string();
+    for want in [
+        "routes[0].retry.attempts: must be between 1 and 10",
+        "routes[0].retry.retry_on[0]: 'sometimes' is not one of",
+        "routes[0].retry.retry_on_status[0]: must be a 5xx status",
+        "routes[0].hedge: give exactly one of delay_ms or adaptive",
+        "routes[0].budget.ratio: must be between 0 and 10",
+        "routes[0].allowed_regions[0]: unknown region 'mars'",
+    ] {
+        assert!(err.contains(want), "missing {want} in {err}");
+    }
+}
+
+#[test]
+fn policy_defaults_match_the_docs() {
+    let t = parse_table(&GOOD.replace(
+        "    sticky: { header: x-user-id }\n",
+        "    sticky: { header: x-user-id }\n    retry: {}\n    budget: {}\n",
+    ))
+    .expect("valid");
+    let r = t.routes[0].retry.clone().expect("retry");
+    assert_eq!(r, crate::RetryPolicy::default());
+    assert_eq!(r.attempts, 2);
+    assert_eq!(r.retry_on_status, vec![502, 503, 504]);
+    assert_eq!(t.routes[0].budget.clone().expect("budget").ratio, 0.2);
+}

@@ -112,9 +112,10 @@ pub fn run(duration: u64, rate: u32) -> anyhow::Result<()> {
         let cfg = GatewayConfig::parse(file(name)?, &dir)
             .map_err(|e| anyhow::anyhow!("configs/demo/{name}:\n{e}"))?;
         let gw = Gateway::new(cfg)?;
-        crate::sync::poll_once(&gw, &mut None);
+        let mut last = None;
+        crate::sync::poll_once(&gw, &mut last);
         let bound = add_gateway(&mut server, &gw)?;
-        crate::sync::watch_file(gw.clone())?;
+        crate::sync::watch_file_from(gw.clone(), last)?;
         gateways.push((gw, bound));
     }
     let stop = Arc::new(tokio::sync::Notify::new());

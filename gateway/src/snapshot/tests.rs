@@ -2,6 +2,8 @@ use std::time::Duration;
 
 use meridian_api::load::parse_table;
 
+use std::net::SocketAddr;
+
 use super::*;
 
 fn defaults() -> Timeouts {
@@ -9,6 +11,21 @@ fn defaults() -> Timeouts {
         connect: Duration::from_secs(1),
         read: Duration::from_secs(10),
         total: Duration::from_secs(30),
+    }
+}
+
+/// Region index and endpoint of an unrestricted first-attempt pick.
+fn pick<'a>(s: &'a SubsetRt, rng: &mut fastrand::Rng) -> Option<(usize, &'a EndpointRt)> {
+    let allowed = vec![true; s.regions.len()];
+    let o = PickOpts {
+        allowed: &allowed,
+        restricted: false,
+        tried: &[],
+        now: 0,
+    };
+    match s.pick(rng, &o) {
+        Picked::Endpoint { tier, ep, .. } => Some((tier, ep)),
+        _ => None,
     }
 }
 
@@ -47,7 +64,7 @@ fn split_between_unequal_subsets_is_exact() {
     for _ in 0..10_000 {
         let s = route.splitter.next();
         hits[s] += 1;
-        let (_, ep) = route.subsets[s].subset.pick(&mut rng, 0).expect("endpoint");
+        let (_, ep) = pick(&route.subsets[s].subset, &mut rng).expect("endpoint");
         assert_eq!(&*ep.region, "eu", "healthy local region keeps its traffic");
     }
     assert!((hits[0] as i64 - 8_000).abs() <= 100, "{hits:?}");
@@ -61,7 +78,7 @@ fn degraded_local_region_spills_in_proportion() {
     let subset = &snap.routes[0].subsets[0].subset;
     let mut rng = fastrand::Rng::with_seed(2);
     let local = (0..10_000)
-        .filter(|_| subset.pick(&mut rng, 0).map(|(t, _)| t) == Some(0))
+        .filter(|_| pick(subset, &mut rng).map(|(t, _)| t) == Some(0))
         .count();
     assert!(
         (local as f64 / 100.0 - 46.7).abs() < 2.0,
@@ -70,7 +87,7 @@ fn degraded_local_region_spills_in_proportion() {
     // Nothing healthy locally: everything fails over.
     let snap = Snapshot::build(table(9, 1, 0), "eu", defaults(), &m, &mut StatsBook::new());
     let subset = &snap.routes[0].subsets[0].subset;
-    assert!((0..1000).all(|_| subset.pick(&mut rng, 0).map(|(t, _)| t) == Some(1)));
+    assert!((0..1000).all(|_| pick(subset, &mut rng).map(|(t, _)| t) == Some(1)));
 }
 
 #[test]
@@ -79,6 +96,10 @@ fn stats_survive_a_rebuild() {
     let mut book = StatsBook::new();
     let a = Snapshot::build(table(2, 1, 2), "eu", defaults(), &m, &mut book);
     let b = Snapshot::build(table(2, 1, 2), "eu", defaults(), &m, &mut book);
+    assert!(
+        Arc::ptr_eq(&a.routes[0].state, &b.routes[0].state),
+        "route budget carried over"
+    );
     let ea = &a.routes[0].subsets[0].subset.tiers[0][0];
     let eb = &b.routes[0].subsets[0].subset.tiers[0][0];
     assert!(Arc::ptr_eq(&ea.stats, &eb.stats));
@@ -90,5 +111,107 @@ fn a_region_without_failover_stays_home() {
     let snap = Snapshot::build(table(3, 1, 0), "us", defaults(), &m, &mut StatsBook::new());
     // us has no failover list: only its own endpoints count, and v2 has none there.
     let v2 = &snap.routes[0].subsets[1].subset;
-    assert!(v2.pick(&mut fastrand::Rng::with_seed(3), 0).is_none());
+    assert!(pick(v2, &mut fastrand::Rng::with_seed(3)).is_none());
+}
+
+#[test]
+fn retries_skip_tried_endpoints_and_cross_regions() {
+    let m = Metrics::new().expect("metrics");
+    let snap = Snapshot::build(table(2, 1, 2), "eu", defaults(), &m, &mut StatsBook::new());
+    let s = &snap.routes[0].subsets[0].subset;
+    let allowed = vec![true; s.regions.len()];
+    let eu: Vec<SocketAddr> = s.tiers[0].iter().map(|e| e.addr).collect();
+    let o = PickOpts {
+        allowed: &allowed,
+        restricted: false,
+        tried: &eu,
+        now: 0,
+    };
+    let mut rng = fastrand::Rng::with_seed(9);
+    for _ in 0..100 {
+        match s.pick(&mut rng, &o) {
+            Picked::Endpoint {
+                tier,
+                ep,
+                fail_open,
+            } => {
+                assert_eq!(
+                    tier, 1,
+                    "both local endpoints tried: the next region serves"
+                );
+                assert!(!eu.contains(&ep.addr) && !fail_open);
+            }
+            other => panic!("expected an endpoint, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn residency_refuses_rather_than_leave_the_allowed_regions() {
+    let m = Metrics::new().expect("metrics");
+    // No healthy local endpoint; the route may only use eu.
+    let snap = Snapshot::build(table(3, 1, 0), "eu", defaults(), &m, &mut StatsBook::new());
+    let s = &snap.routes[0].subsets[0].subset;
+    let allowed = vec![true, false];
+    let o = PickOpts {
+        allowed: &allowed,
+        restricted: true,
+        tried: &[],
+        now: 0,
+    };
+    let mut rng = fastrand::Rng::with_seed(10);
+    assert!(matches!(s.pick(&mut rng, &o), Picked::Residency));
+    let open = vec![true, true];
+    let o = PickOpts {
+        allowed: &open,
+        restricted: false,
+        tried: &[],
+        now: 0,
+    };
+    assert!(matches!(
+        s.pick(&mut rng, &o),
+        Picked::Endpoint { tier: 1, .. }
+    ));
+}
+
+#[test]
+fn ejected_endpoints_get_no_traffic_and_all_ejected_fails_open() {
+    let m = Metrics::new().expect("metrics");
+    let snap = Snapshot::build(table(3, 1, 3), "eu", defaults(), &m, &mut StatsBook::new());
+    let s = &snap.routes[0].subsets[0].subset;
+    let policy = meridian_api::Outlier {
+        consecutive_failures: 1,
+        max_ejection_percent: 100,
+        ..Default::default()
+    };
+    let now = crate::balance::now_ns();
+    let bad = &s.tiers[0][0];
+    assert!(matches!(
+        bad.stats.outlier.failure(&policy, now, || (0, 6)),
+        crate::outlier::Verdict::Ejected(_)
+    ));
+    let allowed = vec![true, true];
+    let o = PickOpts {
+        allowed: &allowed,
+        restricted: false,
+        tried: &[],
+        now,
+    };
+    let mut rng = fastrand::Rng::with_seed(11);
+    for _ in 0..1000 {
+        if let Picked::Endpoint { ep, .. } = s.pick(&mut rng, &o) {
+            assert_ne!(ep.addr, bad.addr, "an ejected endpoint must get no traffic");
+        }
+    }
+    // Eject everything in both regions: the pick fails open and says so.
+    for e in s.tiers.iter().flatten() {
+        e.stats.outlier.failure(&policy, now, || (0, 6));
+    }
+    assert!(matches!(
+        s.pick(&mut rng, &o),
+        Picked::Endpoint {
+            fail_open: true,
+            ..
+        }
+    ));
 }
