@@ -9,6 +9,7 @@ pub mod budget;
 pub mod config;
 pub mod demo;
 pub mod errors;
+pub mod hedge;
 pub mod latency;
 pub mod locality;
 pub mod metrics;

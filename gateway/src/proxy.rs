@@ -46,41 +46,54 @@ impl Drop for SubsetGuard {
 /// Per-request state.
 #[derive(Debug)]
 pub struct Ctx {
-    start: Instant,
-    rng: fastrand::Rng,
-    snap: Option<Arc<Snapshot>>,
-    route: Option<usize>,
-    subset: usize,
-    region: usize,
-    upstream: Option<SocketAddr>,
-    guard: Option<InflightGuard>,
-    subset_guard: Option<SubsetGuard>,
-    upstream_start: Option<Instant>,
+    pub(crate) start: Instant,
+    pub(crate) rng: fastrand::Rng,
+    pub(crate) snap: Option<Arc<Snapshot>>,
+    pub(crate) route: Option<usize>,
+    pub(crate) subset: usize,
+    pub(crate) region: usize,
+    pub(crate) upstream: Option<SocketAddr>,
+    pub(crate) guard: Option<InflightGuard>,
+    pub(crate) subset_guard: Option<SubsetGuard>,
+    pub(crate) upstream_start: Option<Instant>,
     /// Upstream response headers of the current attempt arrived.
-    got_headers: bool,
+    pub(crate) got_headers: bool,
     /// Response headers went to the client: nothing may be retried any more.
-    sent_downstream: bool,
-    request_id: String,
-    traceparent: String,
-    deadline: Option<Instant>,
-    idempotent: bool,
+    pub(crate) sent_downstream: bool,
+    pub(crate) request_id: String,
+    pub(crate) traceparent: String,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) idempotent: bool,
     /// The request came from another gateway (it carried `x-meridian-attempt`).
-    hop_limited: bool,
+    pub(crate) hop_limited: bool,
     /// Attempts started.
-    attempts: u32,
-    tried: Vec<SocketAddr>,
+    pub(crate) attempts: u32,
+    pub(crate) tried: Vec<SocketAddr>,
     /// The endpoint a granted retry will use, and why the retry happens.
-    next: Option<(usize, EndpointRt, RetryReason)>,
-    stale_retried: bool,
-    fail_open: bool,
+    pub(crate) next: Option<(usize, EndpointRt, RetryReason)>,
+    pub(crate) stale_retried: bool,
+    pub(crate) fail_open: bool,
+    /// Failed attempts per region index (regions past 8 share the last slot).
+    pub(crate) region_failures: [u8; 8],
+    /// The failure of a hedged request, for logging.
+    pub(crate) hedge_error: Option<Box<Error>>,
 }
 
 impl Ctx {
-    fn route_rt(&self) -> Option<&RouteRt> {
+    /// Regions to avoid on a retry: those where this request failed twice or more.
+    pub(crate) fn avoid(&self) -> u64 {
+        self.region_failures
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n >= 2)
+            .fold(0, |m, (i, _)| m | (1 << i))
+    }
+
+    pub(crate) fn route_rt(&self) -> Option<&RouteRt> {
         Some(&self.snap.as_ref()?.routes[self.route?])
     }
 
-    fn subset_rt(&self) -> Option<&Arc<SubsetRt>> {
+    pub(crate) fn subset_rt(&self) -> Option<&Arc<SubsetRt>> {
         Some(&self.route_rt()?.subsets[self.subset].subset)
     }
 
@@ -100,7 +113,7 @@ impl Ctx {
     }
 
     /// Closes the current attempt for the balancer and passive health.
-    fn end_attempt(&mut self, ok: bool) {
+    pub(crate) fn end_attempt(&mut self, ok: bool) {
         let now = now_ns();
         let (Some(g), Some(t)) = (&self.guard, self.upstream_start.take()) else {
             return;
@@ -114,6 +127,8 @@ impl Ctx {
             stats.outlier.success(&subset.outlier, now);
             return;
         }
+        let slot = &mut self.region_failures[self.region.min(7)];
+        *slot = slot.saturating_add(1);
         let verdict = stats
             .outlier
             .failure(&subset.outlier, now, || subset.ejection_counts(now));
@@ -130,7 +145,7 @@ impl Ctx {
 
     /// Decides whether to retry after `reason`; on yes, picks the next endpoint and spends a
     /// budget token (except for a stale connection).
-    fn grant_retry(&mut self, reason: RetryReason, truncated: bool) -> bool {
+    pub(crate) fn grant_retry(&mut self, reason: RetryReason, truncated: bool) -> bool {
         let (Some(snap), Some(ri)) = (self.snap.clone(), self.route) else {
             return false;
         };
@@ -152,6 +167,7 @@ impl Ctx {
             allowed: &route.allowed,
             restricted: route.restricted,
             tried: &self.tried,
+            avoid: self.avoid(),
             now: now_ns(),
         };
         let subset = route.subsets[self.subset].subset.clone();
@@ -175,6 +191,130 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// The first attempt's endpoint, or the refusal to send back.
+    pub(crate) fn first_pick(&mut self, r: &RouteRt, subset: &SubsetRt) -> Result<(usize, EndpointRt)> {
+        let opts = PickOpts {
+            allowed: &r.allowed,
+            restricted: r.restricted,
+            tried: &self.tried,
+            avoid: 0,
+            now: now_ns(),
+        };
+        match subset.pick(&mut self.rng, &opts) {
+            Picked::Endpoint { tier, ep, fail_open } => {
+                if fail_open {
+                    self.fail_open = true;
+                    subset.state.counters.fail_open.inc();
+                }
+                Ok((tier, ep.clone()))
+            }
+            Picked::Residency => {
+                r.state.counters.residency_refusals.inc();
+                Err(Error::explain(RESIDENCY, format!("route {}", r.name)))
+            }
+            Picked::Nothing => Err(Error::explain(NO_ENDPOINT, format!("subset {}", subset.name))),
+        }
+    }
+
+    /// Takes the request's in-flight slot in the subset, once; refuses over the limit.
+    pub(crate) fn admit(&mut self, subset: &Arc<SubsetRt>) -> Result<()> {
+        if self.subset_guard.is_none() {
+            if subset.state.inflight.load(Ordering::Relaxed) >= subset.limits.max_inflight {
+                subset.state.counters.circuit_subset.inc();
+                return Err(Error::new(CIRCUIT_SUBSET));
+            }
+            subset.state.inflight.fetch_add(1, Ordering::Relaxed);
+            self.subset_guard = Some(SubsetGuard(subset.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// The upstream peer for one attempt, with the route's timeouts cut to the time left.
+pub(crate) fn peer_for(
+    r: &RouteRt,
+    ep: &EndpointRt,
+    deadline: Option<Instant>,
+    idle: Duration,
+) -> HttpPeer {
+    let mut peer = HttpPeer::new(ep.addr, ep.tls, ep.sni.clone());
+    let remaining = deadline
+        .map(|d| d.saturating_duration_since(Instant::now()))
+        .unwrap_or(r.timeouts.total)
+        .max(Duration::from_millis(1));
+    let per_try = r
+        .retry
+        .per_try_timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(r.timeouts.read);
+    let o = &mut peer.options;
+    o.connection_timeout = Some(r.timeouts.connect.min(remaining));
+    o.total_connection_timeout = Some(r.timeouts.connect.min(remaining));
+    o.read_timeout = Some(per_try.min(remaining));
+    o.write_timeout = Some(per_try.min(remaining));
+    o.idle_timeout = Some(idle);
+    peer
+}
+
+/// Adds the forwarding headers to an upstream request.
+pub(crate) fn forward_headers(session: &Session, up: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+    let client_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string());
+    if let Some(ip) = client_ip {
+        let xff = match up.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+            _ => ip,
+        };
+        up.insert_header("x-forwarded-for", xff)?;
+    }
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    up.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    let host = session
+        .req_header()
+        .headers
+        .get(http::header::HOST)
+        .cloned()
+        .or_else(|| {
+            let a = session.req_header().uri.authority()?;
+            http::HeaderValue::from_str(a.as_str()).ok()
+        });
+    if let Some(h) = host {
+        up.insert_header("x-forwarded-host", h.clone())?;
+        if up.headers.get(http::header::HOST).is_none() {
+            up.insert_header(http::header::HOST, h)?;
+        }
+    }
+    up.insert_header("x-request-id", ctx.request_id.as_str())?;
+    up.insert_header("traceparent", ctx.traceparent.as_str())?;
+    up.insert_header(retry::ATTEMPT_HEADER, ctx.attempts.to_string())?;
+    Ok(())
+}
+
+/// Adds the gateway's own headers to a response going to the client.
+pub(crate) fn decorate_response(debug: bool, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    ctx.sent_downstream = true;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if ctx.fail_open {
+        resp.insert_header("x-meridian-fail-open", "1")?;
+    }
+    if debug {
+        let (route, subset) = ctx.names();
+        resp.insert_header("x-meridian-route", &*route)?;
+        resp.insert_header("x-meridian-subset", &*subset)?;
+        if let Some(reg) = ctx.subset_rt().and_then(|s| s.regions.get(ctx.region)) {
+            resp.insert_header("x-meridian-region", &**reg)?;
+        }
+        if let Some(a) = ctx.upstream {
+            resp.insert_header("x-meridian-upstream", a.to_string())?;
+        }
+        resp.insert_header("x-meridian-attempts", ctx.attempts.to_string())?;
+    }
+    Ok(())
+}
+
 fn find(subset: &SubsetRt, addr: SocketAddr) -> Option<(usize, EndpointRt)> {
     subset
         .tiers
@@ -184,7 +324,7 @@ fn find(subset: &SubsetRt, addr: SocketAddr) -> Option<(usize, EndpointRt)> {
 }
 
 /// Writes a generated error response: a small JSON body, or a trailers-only gRPC answer.
-async fn respond(
+pub(crate) async fn respond(
     session: &mut Session,
     code: u16,
     request_id: &str,
@@ -276,6 +416,8 @@ impl ProxyHttp for Proxy {
             next: None,
             stale_retried: false,
             fail_open: false,
+            region_failures: [0; 8],
+            hedge_error: None,
         }
     }
 
@@ -309,6 +451,17 @@ impl ProxyHttp for Proxy {
         let r = &snap.routes[route];
         ctx.deadline = Some(ctx.start + r.timeouts.total);
         r.state.budget.record_request(now_ns());
+        if crate::hedge::applies(session, ctx) {
+            if let Err(e) = crate::hedge::serve(&self.0, session, ctx).await {
+                // Headers already sent: nothing to do but close. Otherwise answer the failure.
+                if session.response_written().is_none() {
+                    let code = status_for(&e);
+                    respond(session, code, &ctx.request_id, errors::reject_reason(&e)).await?;
+                }
+                ctx.hedge_error = Some(e);
+            }
+            return Ok(true);
+        }
         if r.retry.attempts > 1 {
             session.enable_retry_buffering();
         }
@@ -329,46 +482,9 @@ impl ProxyHttp for Proxy {
                 }
                 (tier, ep)
             }
-            None => {
-                let opts = PickOpts {
-                    allowed: &r.allowed,
-                    restricted: r.restricted,
-                    tried: &ctx.tried,
-                    now: now_ns(),
-                };
-                match subset.pick(&mut ctx.rng, &opts) {
-                    Picked::Endpoint {
-                        tier,
-                        ep,
-                        fail_open,
-                    } => {
-                        if fail_open {
-                            ctx.fail_open = true;
-                            subset.state.counters.fail_open.inc();
-                        }
-                        (tier, ep.clone())
-                    }
-                    Picked::Residency => {
-                        r.state.counters.residency_refusals.inc();
-                        return Err(Error::explain(RESIDENCY, format!("route {}", r.name)));
-                    }
-                    Picked::Nothing => {
-                        return Err(Error::explain(
-                            NO_ENDPOINT,
-                            format!("subset {}", subset.name),
-                        ))
-                    }
-                }
-            }
+            None => ctx.first_pick(r, &subset)?,
         };
-        if ctx.subset_guard.is_none() {
-            if subset.state.inflight.load(Ordering::Relaxed) >= subset.limits.max_inflight {
-                subset.state.counters.circuit_subset.inc();
-                return Err(Error::new(CIRCUIT_SUBSET));
-            }
-            subset.state.inflight.fetch_add(1, Ordering::Relaxed);
-            ctx.subset_guard = Some(SubsetGuard(subset.clone()));
-        }
+        ctx.admit(&subset)?;
         if ep.stats.inflight() >= subset.limits.max_inflight_per_endpoint {
             subset.state.counters.circuit_endpoint.inc();
             return Err(Error::new(CIRCUIT_ENDPOINT));
@@ -380,26 +496,8 @@ impl ProxyHttp for Proxy {
         ctx.guard = Some(ep.stats.begin());
         ctx.upstream_start = Some(Instant::now());
         ctx.got_headers = false;
-        let mut peer = HttpPeer::new(ep.addr, ep.tls, ep.sni.clone());
-        let remaining = ctx
-            .deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or(r.timeouts.total)
-            .max(Duration::from_millis(1));
-        let per_try = r
-            .retry
-            .per_try_timeout_ms
-            .map(Duration::from_millis)
-            .unwrap_or(r.timeouts.read);
-        let o = &mut peer.options;
-        o.connection_timeout = Some(r.timeouts.connect.min(remaining));
-        o.total_connection_timeout = Some(r.timeouts.connect.min(remaining));
-        o.read_timeout = Some(per_try.min(remaining));
-        o.write_timeout = Some(per_try.min(remaining));
-        o.idle_timeout = Some(self.0.config.upstream_idle_timeout);
-        Ok(Box::new(peer))
+        Ok(Box::new(peer_for(r, &ep, ctx.deadline, self.0.config.upstream_idle_timeout)))
     }
-
     fn fail_to_connect(
         &self,
         session: &mut Session,
@@ -453,42 +551,7 @@ impl ProxyHttp for Proxy {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
-        if let Some(ip) = client_ip {
-            let xff = match up
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-                _ => ip,
-            };
-            up.insert_header("x-forwarded-for", xff)?;
-        }
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        up.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-        let host = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .cloned()
-            .or_else(|| {
-                let a = session.req_header().uri.authority()?;
-                http::HeaderValue::from_str(a.as_str()).ok()
-            });
-        if let Some(h) = host {
-            up.insert_header("x-forwarded-host", h.clone())?;
-            if up.headers.get(http::header::HOST).is_none() {
-                up.insert_header(http::header::HOST, h)?;
-            }
-        }
-        up.insert_header("x-request-id", ctx.request_id.as_str())?;
-        up.insert_header("traceparent", ctx.traceparent.as_str())?;
-        up.insert_header(retry::ATTEMPT_HEADER, ctx.attempts.to_string())?;
-        Ok(())
+        forward_headers(session, up, ctx)
     }
 
     async fn upstream_response_filter(
@@ -529,24 +592,7 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.sent_downstream = true;
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if ctx.fail_open {
-            resp.insert_header("x-meridian-fail-open", "1")?;
-        }
-        if self.0.config.debug_headers {
-            let (route, subset) = ctx.names();
-            resp.insert_header("x-meridian-route", &*route)?;
-            resp.insert_header("x-meridian-subset", &*subset)?;
-            if let Some(reg) = ctx.subset_rt().and_then(|s| s.regions.get(ctx.region)) {
-                resp.insert_header("x-meridian-region", &**reg)?;
-            }
-            if let Some(a) = ctx.upstream {
-                resp.insert_header("x-meridian-upstream", a.to_string())?;
-            }
-            resp.insert_header("x-meridian-attempts", ctx.attempts.to_string())?;
-        }
-        Ok(())
+        decorate_response(self.0.config.debug_headers, resp, ctx)
     }
 
     fn upstream_response_body_filter(
@@ -568,6 +614,9 @@ impl ProxyHttp for Proxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = status_for(e);
         if code > 0 && session.response_written().is_none() {
+            // The connection is not reused after this (see below): say so with
+            // `Connection: close`, or a keep-alive client reuses it and gets a reset.
+            session.set_keepalive(None);
             let reject = errors::reject_reason(e);
             if let Err(werr) = respond(session, code, &ctx.request_id, reject).await {
                 tracing::debug!(error = %werr, "could not write the error response");
@@ -592,7 +641,7 @@ impl ProxyHttp for Proxy {
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
-            .or_else(|| e.map(status_for))
+            .or_else(|| e.or(ctx.hedge_error.as_deref()).map(status_for))
             .unwrap_or(0);
         if let Some(h) = ctx.handles() {
             h.record(status, elapsed.as_secs_f64());

@@ -371,6 +371,10 @@ pub struct PickOpts<'a> {
     pub restricted: bool,
     /// Endpoints this request already tried.
     pub tried: &'a [SocketAddr],
+    /// Regions (bit per index) where this request already failed repeatedly: a retry leaves
+    /// them for the next region, as Envoy's `previous_priorities` retry predicate does, unless
+    /// nothing else is left.
+    pub avoid: u64,
     /// The clock.
     pub now: u64,
 }
@@ -424,7 +428,7 @@ impl SubsetRt {
             .iter()
             .enumerate()
             .map(|(i, eps)| RegionHealth {
-                healthy: if o.allowed.get(i).copied().unwrap_or(false) {
+                healthy: if o.allowed.get(i).copied().unwrap_or(false) && o.avoid & (1 << i.min(63)) == 0 {
                     eps.iter().filter(|e| usable(e)).map(|e| e.weight).sum()
                 } else {
                     0.0
@@ -433,6 +437,9 @@ impl SubsetRt {
             })
             .collect();
         let cumulative = cumulate(locality::loads(&health));
+        if cumulative.last().copied().unwrap_or(0.0) <= 0.0 && o.avoid != 0 {
+            return self.pick(rng, &PickOpts { avoid: 0, ..*o });
+        }
         if let Some(tier) = locality::pick(&cumulative, rng.f64()) {
             let cands: Vec<&EndpointRt> = self.tiers[tier].iter().filter(|e| usable(e)).collect();
             if let Some(i) = crate::balance::p2c(
@@ -448,29 +455,29 @@ impl SubsetRt {
                 };
             }
         }
-        // Nothing usable: fail open to ejected endpoints in allowed regions, in priority order.
+        // Nothing usable where the route may go. Usable endpoints outside its regions: refuse
+        // (data residency wins over failing open).
+        let allowed = |tier: usize| o.allowed.get(tier).copied().unwrap_or(false);
+        let outside_usable = self
+            .tiers
+            .iter()
+            .enumerate()
+            .any(|(tier, eps)| !allowed(tier) && eps.iter().any(|e| usable(e)));
+        if outside_usable {
+            return Picked::Residency;
+        }
+        // The whole subset is ejected: fail open to the allowed regions, in priority order.
         for (tier, eps) in self.tiers.iter().enumerate() {
-            if !o.allowed.get(tier).copied().unwrap_or(false) {
+            if !allowed(tier) {
                 continue;
             }
-            let cands: Vec<&EndpointRt> =
-                eps.iter().filter(|e| !o.tried.contains(&e.addr)).collect();
-            if let Some(i) = crate::balance::p2c(
-                cands.len(),
-                rng,
-                |i| cands[i].stats.cost(o.now),
-                |i| cands[i].weight,
-            ) {
-                return Picked::Endpoint {
-                    tier,
-                    ep: cands[i],
-                    fail_open: true,
-                };
+            let cands: Vec<&EndpointRt> = eps.iter().filter(|e| !o.tried.contains(&e.addr)).collect();
+            if let Some(i) = crate::balance::p2c(cands.len(), rng, |i| cands[i].stats.cost(o.now), |i| cands[i].weight) {
+                return Picked::Endpoint { tier, ep: cands[i], fail_open: true };
             }
         }
         let elsewhere = self.tiers.iter().enumerate().any(|(tier, eps)| {
-            !o.allowed.get(tier).copied().unwrap_or(false)
-                && eps.iter().any(|e| !o.tried.contains(&e.addr))
+            !allowed(tier) && eps.iter().any(|e| !o.tried.contains(&e.addr))
         });
         if elsewhere {
             Picked::Residency

@@ -4,12 +4,23 @@
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
 use meridian_api::Table;
 
 use crate::accesslog::AccessLog;
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, StatsBook};
+
+/// A Pingora HTTP connector shared by a gateway's hedged requests.
+pub struct SharedConnector(pub Arc<Connector>);
+
+impl std::fmt::Debug for SharedConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedConnector")
+    }
+}
 
 /// One gateway.
 #[derive(Debug)]
@@ -24,6 +35,8 @@ pub struct Gateway {
     pub access_log: Option<AccessLog>,
     /// The reason the last table was refused, if the last attempt failed.
     pub last_rejection: ArcSwapOption<String>,
+    /// The connector hedged requests use (the ordinary path uses Pingora's own).
+    pub connector: SharedConnector,
     /// Endpoint stats carried across snapshots; only the (single) applier locks it.
     book: Mutex<StatsBook>,
 }
@@ -43,12 +56,16 @@ impl Gateway {
             ),
             None => None,
         };
+        let connector = SharedConnector(Arc::new(Connector::new(Some(ConnectorOptions::new(
+            config.upstream_keepalive_pool,
+        )))));
         Ok(Arc::new(Gateway {
             config,
             snapshot: ArcSwapOption::empty(),
             metrics,
             access_log,
             last_rejection: ArcSwapOption::empty(),
+            connector,
             book: Mutex::new(StatsBook::new()),
         }))
     }

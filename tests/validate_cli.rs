@@ -1,0 +1,169 @@
+//! End-to-end: the `meridian` binary refuses bad configuration with located errors and a
+//! non-zero exit, never a panic, and `meridian validate` tells good files from bad ones.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Runs `meridian <args>` and waits at most 20 s for it to exit.
+fn run(args: &[&std::ffi::OsStr]) -> Output {
+    let mut child = Command::new(meridian_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn meridian");
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "meridian {args:?} did not exit within 20 s:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn gateway_with_a_bad_config_exits_non_zero_with_located_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = dir.path().join("bad.yaml");
+    std::fs::write(
+        &cfg,
+        "region: ''\n\
+         listeners:\n  - address: 'not-an-address'\n\
+         admin: '127.0.0.1:0'\n\
+         table: {file: table.yaml, poll_ms: 0}\n\
+         workers: 0\n",
+    )
+    .expect("write");
+    let out = run(&["gateway".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
+    let all = text(&out);
+    assert!(!out.status.success(), "exit {:?}: {all}", out.status);
+    assert!(!all.contains("panicked"), "{all}");
+    for want in [
+        "listeners[0].address: 'not-an-address' is not an ip:port address",
+        "region: must not be empty",
+        "table.poll_ms: must be between 1 and 60000",
+        "workers: must be between 1 and 256",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+
+    // Unknown keys and missing files are errors too, not panics.
+    std::fs::write(
+        &cfg,
+        "region: eu\nlisteners: [{address: '127.0.0.1:0'}]\nadmin: '127.0.0.1:0'\ntable: {file: t.yaml}\nworkrs: 2\n",
+    )
+    .expect("write");
+    let out = run(&["gateway".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("workrs"), "{all}");
+    assert!(!all.contains("panicked"), "{all}");
+
+    let missing = dir.path().join("missing.yaml");
+    let out = run(&["gateway".as_ref(), "--config".as_ref(), missing.as_os_str()]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("missing.yaml"), "{all}");
+    assert!(!all.contains("panicked"), "{all}");
+
+    // A TLS listener whose certificate files do not exist.
+    std::fs::write(
+        &cfg,
+        "region: eu\n\
+         listeners:\n  - address: '127.0.0.1:0'\n    tls: {certificates: [{hosts: [a.test], cert: nope.pem, key: nope.key}]}\n\
+         admin: '127.0.0.1:0'\ntable: {file: t.yaml}\n",
+    )
+    .expect("write");
+    let out = run(&["gateway".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("listeners[0].tls.certificates[0]"), "{all}");
+    assert!(!all.contains("panicked"), "{all}");
+}
+
+#[test]
+fn validate_reports_located_table_errors_and_passes_good_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good_addr: std::net::SocketAddr = "127.0.0.1:8081".parse().expect("addr");
+    let good = table(
+        3,
+        vec![route(
+            "vitals",
+            Some("/vitals"),
+            &[("vitals@v1", 90), ("vitals@v2", 10)],
+        )],
+        vec![
+            subset_addrs("vitals@v1", &[good_addr]),
+            subset_addrs("vitals@v2", &["127.0.0.1:8082".parse().expect("addr")]),
+        ],
+    );
+    let good_path = dir.path().join("good.yaml");
+    write_table_at(&good_path, &good);
+    let mut broken = good.clone();
+    broken.routes[0].split[1].weight = -10;
+    let bad_path = dir.path().join("broken.yaml");
+    write_table_at(&bad_path, &broken);
+    let cfg_path = dir.path().join("gateway.yaml");
+    std::fs::write(&cfg_path, config_yaml("")).expect("write");
+
+    let out = run(&["validate".as_ref(), bad_path.as_os_str()]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("routes[0].split[1].weight: must be >= 0"),
+        "{all}"
+    );
+    assert!(all.contains("broken.yaml"), "{all}");
+    assert!(!all.contains("panicked"), "{all}");
+
+    let out = run(&["validate".as_ref(), good_path.as_os_str()]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("ok") && all.contains("good.yaml"), "{all}");
+
+    // A gateway config is recognised and validated as one.
+    let out = run(&["validate".as_ref(), cfg_path.as_os_str()]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("Gateway"), "{all}");
+
+    // A folder: every file is checked, one bad file fails the run, the good ones are listed ok.
+    let out = run(&["validate".as_ref(), dir.path().as_os_str()]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("routes[0].split[1].weight: must be >= 0"),
+        "{all}"
+    );
+    assert!(all.contains("good.yaml"), "{all}");
+
+    // Syntax errors are located by field or line, not a panic.
+    let syntax = dir.path().join("syntax.yaml");
+    std::fs::write(&syntax, "version: 1\nroutes:\n  - name: a\n    split:\n      - {subset: s@v1, weight: lots}\nsubsets: []\n").expect("write");
+    let out = run(&["validate".as_ref(), syntax.as_os_str()]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("routes[0].split[0].weight"), "{all}");
+    assert!(!all.contains("panicked"), "{all}");
+}
