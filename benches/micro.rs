@@ -193,6 +193,7 @@ fn bench_endpoint_pick(c: &mut Criterion) {
         allowed: &allowed,
         restricted: false,
         tried: &[],
+        avoid: 0,
         now,
     };
     assert!(matches!(
@@ -211,6 +212,7 @@ fn bench_endpoint_pick(c: &mut Criterion) {
         allowed: &allowed,
         restricted: false,
         tried: &tried,
+        avoid: 0,
         now,
     };
     g.bench_function("1000_endpoints/retry_skipping_one", |b| {

@@ -1,4 +1,3 @@
-use super::*;
 use crate::load::parse_table;
 
 const GOOD: &str = r#"

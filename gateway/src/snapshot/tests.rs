@@ -21,6 +21,7 @@ fn pick<'a>(s: &'a SubsetRt, rng: &mut fastrand::Rng) -> Option<(usize, &'a Endp
         allowed: &allowed,
         restricted: false,
         tried: &[],
+        avoid: 0,
         now: 0,
     };
     match s.pick(rng, &o) {
@@ -125,6 +126,7 @@ fn retries_skip_tried_endpoints_and_cross_regions() {
         allowed: &allowed,
         restricted: false,
         tried: &eu,
+        avoid: 0,
         now: 0,
     };
     let mut rng = fastrand::Rng::with_seed(9);
@@ -157,6 +159,7 @@ fn residency_refuses_rather_than_leave_the_allowed_regions() {
         allowed: &allowed,
         restricted: true,
         tried: &[],
+        avoid: 0,
         now: 0,
     };
     let mut rng = fastrand::Rng::with_seed(10);
@@ -166,6 +169,7 @@ fn residency_refuses_rather_than_leave_the_allowed_regions() {
         allowed: &open,
         restricted: false,
         tried: &[],
+        avoid: 0,
         now: 0,
     };
     assert!(matches!(
@@ -195,6 +199,7 @@ fn ejected_endpoints_get_no_traffic_and_all_ejected_fails_open() {
         allowed: &allowed,
         restricted: false,
         tried: &[],
+        avoid: 0,
         now,
     };
     let mut rng = fastrand::Rng::with_seed(11);
