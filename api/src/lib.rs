@@ -7,9 +7,11 @@
 //!    (`routes[2].split[1].weight: must be >= 0`), never panicking.
 
 pub mod errors;
+pub mod intent;
 pub mod load;
 pub mod table;
 pub mod validate;
+pub mod wire;
 
 pub use errors::{Errors, FieldError};
 pub use load::{parse_yaml_or_json, read_table};

@@ -175,7 +175,7 @@ fn check_route(r: &Route, p: &str, subsets: &BTreeSet<&str>, errs: &mut Errors) 
     }
     for (j, h) in r.matcher.headers.iter().enumerate() {
         let hp = index(&join(&m, "headers"), j);
-        if http_token(&h.name).is_err() {
+        if !is_header_name(&h.name) {
             errs.push(
                 join(&hp, "name"),
                 format!("'{}' is not a header name", h.name),
@@ -226,7 +226,7 @@ fn check_route(r: &Route, p: &str, subsets: &BTreeSet<&str>, errs: &mut Errors) 
     if let Some(st) = &r.sticky {
         let stp = join(p, "sticky");
         match (&st.header, &st.cookie) {
-            (Some(h), None) if http_token(h).is_err() => {
+            (Some(h), None) if !is_header_name(h) => {
                 errs.push(join(&stp, "header"), format!("'{h}' is not a header name"))
             }
             (None, Some(c)) if c.is_empty() => errs.push(join(&stp, "cookie"), "must not be empty"),
@@ -236,7 +236,7 @@ fn check_route(r: &Route, p: &str, subsets: &BTreeSet<&str>, errs: &mut Errors) 
     }
     if let Some(pin) = &r.pin {
         let pp = join(p, "pin");
-        if http_token(&pin.header).is_err() {
+        if !is_header_name(&pin.header) {
             errs.push(
                 join(&pp, "header"),
                 format!("'{}' is not a header name", pin.header),
@@ -351,17 +351,12 @@ fn check_policies(r: &Route, p: &str, regions: &BTreeSet<&str>, errs: &mut Error
     }
 }
 
-/// Checks that `name` is an HTTP header name (RFC 9110 token).
-pub fn http_token(name: &str) -> Result<(), ()> {
-    let ok = !name.is_empty()
+/// True when `name` is an HTTP header name (an RFC 9110 token).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(())
-    }
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]

@@ -57,7 +57,10 @@ Usage: benches/load/run.sh [options]
   --duration S          seconds of each saturation run (default $DURATION)
   --fixed-duration S    seconds of each fixed-rate run (default $FIXED_DURATION)
   --rates "R1 R2"       fixed rates in requests/s (default "$RATES"; "" to skip)
-  --only "T1 T2"        targets among nginx haproxy meridian (default all)
+  --only "T1 T2"        targets (default "nginx haproxy meridian"); also Meridian variants
+                        for A/B in the same run: meridian-nolog (no access log),
+                        meridian-jemalloc, meridian-mimalloc (allocator by LD_PRELOAD,
+                        from Debian's libjemalloc2 / libmimalloc2.0)
   --latency-tool T      oha or hey (default: oha if found or installable, else hey)
   --meridian PATH       use this meridian binary instead of building one
   --no-build            use the already built target/release/meridian
@@ -100,7 +103,8 @@ for r in $RATES; do
     [[ $r =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: not a rate: $r" >&2; exit 2; }
 done
 for t in $ONLY; do
-    [[ $t =~ ^(nginx|haproxy|meridian)$ ]] || { echo "run.sh: unknown target $t" >&2; exit 2; }
+    [[ $t =~ ^(nginx|haproxy|meridian|meridian-nolog|meridian-jemalloc|meridian-mimalloc)$ ]] ||
+        { echo "run.sh: unknown target $t" >&2; exit 2; }
 done
 
 log() { printf '\033[1m[bench %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -125,6 +129,7 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     if [[ -n $POLICY_RC ]]; then rm -f "$POLICY_RC"; fi
+    if [[ -n ${PROBES_ADDED:-} ]]; then perf probe -q -d 'probe_libc:*' >/dev/null 2>&1 || true; fi
     if [[ -n $WORK && -d $WORK ]]; then
         if ((KEEP)); then log "kept $WORK"; else rm -rf "$WORK"; fi
     fi
@@ -170,6 +175,9 @@ apt_install() {
     if [[ -n $POLICY_RC ]]; then rm -f "$POLICY_RC"; POLICY_RC=""; fi
 }
 
+# The path of a shared library known to the dynamic loader.
+shared_lib() { ldconfig -p 2>/dev/null | awk -v n="$1" '$1 == n { print $NF; found = 1; exit } END { exit !found }'; }
+
 ensure_tools() {
     local pkgs=()
     PATH="$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin"
@@ -180,6 +188,8 @@ ensure_tools() {
     command -v wrk >/dev/null || pkgs+=(wrk)
     command -v python3 >/dev/null || pkgs+=(python3)
     if ((PERF)) && ! command -v perf >/dev/null; then pkgs+=(linux-perf); fi
+    if [[ $ONLY == *meridian-jemalloc* ]] && ! shared_lib libjemalloc.so.2 >/dev/null; then pkgs+=(libjemalloc2); fi
+    if [[ $ONLY == *meridian-mimalloc* ]] && ! shared_lib libmimalloc.so.2 >/dev/null; then pkgs+=(libmimalloc2.0); fi
     if ((${#pkgs[@]})); then
         apt_install "${pkgs[@]}" || true
         # nginx-light is not in every release; fall back to nginx.
@@ -328,6 +338,7 @@ children_cpu_s() {
     }' "$WORK/times.$1"
 }
 
+declare -A PORT TPIDS ADMIN
 read -r O1 O2 O3 O4 NGINX_PORT HAPROXY_PORT <<<"$(free_ports 6)"
 
 nginx_temp_paths() { # dir
@@ -419,7 +430,7 @@ start_haproxy() {
     cat >"$d/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 20000
+    maxconn 4096
 defaults
     mode http
     option http-keep-alive
@@ -490,8 +501,14 @@ subsets:
 EOF
 }
 
-start_meridian() {
-    local d="$WORK/meridian" i
+# Meridian, or a variant of it (see --only): its own temp dir, ports and process.
+start_meridian_variant() { # name
+    local name=$1 d="$WORK/$1" i pid port admin preload="" access_log="access_log: { path: access.log }"
+    case $name in
+    meridian-nolog) access_log="" ;;
+    meridian-jemalloc) preload=$(shared_lib libjemalloc.so.2) || die "libjemalloc.so.2 not found" ;;
+    meridian-mimalloc) preload=$(shared_lib libmimalloc.so.2) || die "libmimalloc.so.2 not found" ;;
+    esac
     mkdir -p "$d"
     meridian_table >"$d/table.yaml"
     cat >"$d/gateway.yaml" <<EOF
@@ -502,38 +519,37 @@ admin: "127.0.0.1:0"
 table: { file: table.yaml }
 workers: 1
 upstream_keepalive_pool: 128
-access_log: { path: access.log }
+$access_log
 EOF
-    "$MERIDIAN_BIN" validate "$d" >"$d/validate.log" 2>&1 || die "meridian config: $(cat "$d/validate.log")"
-    RUST_LOG=${RUST_LOG:-info} "$MERIDIAN_BIN" gateway --config "$d/gateway.yaml" \
-        --ports-file "$d/ports.json" >"$d/meridian.log" 2>&1 &
-    MERIDIAN_PID=$!
-    PIDS+=("$MERIDIAN_PID")
+    "$MERIDIAN_BIN" validate "$d" >"$d/validate.log" 2>&1 || die "$name config: $(cat "$d/validate.log")"
+    env ${preload:+LD_PRELOAD="$preload"} RUST_LOG="${RUST_LOG:-info}" \
+        "$MERIDIAN_BIN" gateway --config "$d/gateway.yaml" --ports-file "$d/ports.json" >"$d/meridian.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
     for ((i = 0; i < 100; i++)); do
         [[ -s $d/ports.json ]] && break
-        kill -0 "$MERIDIAN_PID" 2>/dev/null || die "meridian exited at start; see $d/meridian.log"
+        kill -0 "$pid" 2>/dev/null || die "$name exited at start; see $d/meridian.log"
         sleep 0.1
     done
-    [[ -s $d/ports.json ]] || die "meridian wrote no ports file; see $d/meridian.log"
-    read -r MERIDIAN_PORT MERIDIAN_ADMIN <<<"$(python3 -c '
+    [[ -s $d/ports.json ]] || die "$name wrote no ports file; see $d/meridian.log"
+    read -r port admin <<<"$(python3 -c '
 import json, sys
 b = json.load(open(sys.argv[1]))
 print(b["listeners"][0].rsplit(":", 1)[1], b["admin"].rsplit(":", 1)[1])' "$d/ports.json")"
-    wait_ready meridian "$MERIDIAN_PID" "$MERIDIAN_PORT" "$PATH_BENCH"
+    wait_ready "$name" "$pid" "$port" "$PATH_BENCH"
+    PORT[$name]=$port
+    ADMIN[$name]=$admin
+    TPIDS[$name]=$pid
 }
 
 log "temp dir $WORK; origin on 127.0.0.1:$O1,$O2,$O3,$O4"
 start_origin
 ORIGIN_PIDS=$(tree_pids "$ORIGIN_PID")
-declare -A PORT TPIDS
-for t in $ONLY; do
-    "start_$t"
-done
 for t in $ONLY; do
     case $t in
-    nginx) PORT[nginx]=$NGINX_PORT TPIDS[nginx]=$(tree_pids "$NGINX_PID") ;;
-    haproxy) PORT[haproxy]=$HAPROXY_PORT TPIDS[haproxy]=$HAPROXY_PID ;;
-    meridian) PORT[meridian]=$MERIDIAN_PORT TPIDS[meridian]=$MERIDIAN_PID ;;
+    nginx) start_nginx; PORT[nginx]=$NGINX_PORT TPIDS[nginx]=$(tree_pids "$NGINX_PID") ;;
+    haproxy) start_haproxy; PORT[haproxy]=$HAPROXY_PORT TPIDS[haproxy]=$HAPROXY_PID ;;
+    meridian*) start_meridian_variant "$t" ;;
     esac
 done
 for t in $ONLY; do log "$t on 127.0.0.1:${PORT[$t]} (pids $(echo "${TPIDS[$t]}" | xargs))"; done
@@ -675,16 +691,19 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Meridian's own view: the split it made and the access log it wrote.
 MERIDIAN_NOTE=""
-if [[ -n ${PORT[meridian]:-} ]]; then
-    metrics=$(http_get "$MERIDIAN_ADMIN" /metrics)
-    stable=$(awk -F' ' '/^meridian_requests_total\{/ && /route="bench"/ && /subset="bench@stable"/ { s += $NF } END { print s + 0 }' <<<"$metrics")
-    canary=$(awk -F' ' '/^meridian_requests_total\{/ && /route="bench"/ && /subset="bench@canary"/ { s += $NF } END { print s + 0 }' <<<"$metrics")
+sleep 0.5 # the access-log writer flushes every 200 ms
+for t in $ONLY; do
+    [[ $t == meridian* ]] || continue
+    metrics=$(http_get "${ADMIN[$t]}" /metrics)
+    stable=$(awk '/^meridian_requests_total\{/ && /route="bench"/ && /subset="bench@stable"/ { s += $NF } END { print s + 0 }' <<<"$metrics")
+    canary=$(awk '/^meridian_requests_total\{/ && /route="bench"/ && /subset="bench@canary"/ { s += $NF } END { print s + 0 }' <<<"$metrics")
     dropped=$(awk '/^meridian_access_log_dropped_total/ { print $NF }' <<<"$metrics")
-    sleep 0.5 # the access-log writer flushes every 200 ms
-    lines=$(wc -l <"$WORK/meridian/access.log")
-    MERIDIAN_NOTE="route bench: ${stable} requests to bench@stable, ${canary} to bench@canary; access log: ${lines} lines, ${dropped:-0} dropped"
-    log "meridian: $MERIDIAN_NOTE"
-fi
+    lines=0
+    if [[ -f $WORK/$t/access.log ]]; then lines=$(wc -l <"$WORK/$t/access.log"); fi
+    note="$t: route bench sent ${stable} requests to bench@stable and ${canary} to bench@canary; access log: ${lines} lines, ${dropped:-0} dropped"
+    log "$note"
+    MERIDIAN_NOTE+="${MERIDIAN_NOTE:+; }$note"
+done
 
 # Peak RSS over the whole run.
 declare -A RSS
@@ -696,24 +715,75 @@ done
 RSS[origin]=$(peak_rss_kib $ORIGIN_PIDS)
 
 # ---------------------------------------------------------------------------------------------
-# Optional: where the time goes.
+# Optional: where the time goes. For each target, under wrk:
+#   - syscalls and context switches per request (perf stat on syscall tracepoints);
+#   - malloc/free calls per request (a perf uprobe on glibc's malloc; slows the target a lot,
+#     so it runs apart, with 8 connections for 2 s; n/a for LD_PRELOADed allocators);
+#   - a CPU profile with DWARF call graphs, summarised by profile.py (threads, leaf classes,
+#     self symbols, Meridian's proxy phases).
+# The uprobes this adds are removed on exit.
+PROBES_ADDED=""
+remove_probes() {
+    if [[ -n $PROBES_ADDED ]]; then perf probe -q -d 'probe_libc:*' >/dev/null 2>&1 || true; fi
+}
 if ((PERF)); then
+    PERF_MD="$OUT_DIR/perf-$STAMP.md"
+    EVENTS="task-clock,context-switches"
+    for s in sendto sendmsg write writev recvfrom recvmsg read readv epoll_wait epoll_pwait epoll_ctl futex; do
+        EVENTS+=",syscalls:sys_enter_$s"
+    done
+    libc=$(shared_lib libc.so.6 || true)
+    if [[ -n $libc ]] && ! perf probe -l 2>/dev/null | grep -q 'probe_libc:malloc'; then
+        if perf probe -q -x "$libc" --add malloc >/dev/null 2>&1 &&
+            perf probe -q -x "$libc" --add free >/dev/null 2>&1 &&
+            perf probe -q -x "$libc" --add realloc >/dev/null 2>&1; then
+            PROBES_ADDED=1
+        else
+            remove_probes
+        fi
+    fi
+    HAVE_PROBES=0
+    if perf probe -l 2>/dev/null | grep -q 'probe_libc:malloc'; then HAVE_PROBES=1; fi
+    {
+        echo "# Where the time goes ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
+        echo
+        echo "Per request, under \`wrk -t$THREADS -c$CONNS\` (mallocs: -c8, under a uprobe)."
+        echo
+        echo "| target | req/s (while counting) | CPU µs/req | send+write | recv+read | epoll | futex | context switches | malloc | free | realloc |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    } >"$PERF_MD"
     for t in $ONLY; do
-        pdata="$WORK/perf-$t.data"
+        url="http://127.0.0.1:${PORT[$t]}$PATH_BENCH"
         pids=$(echo "${TPIDS[$t]}" | paste -sd, -)
+        log "perf: counting syscalls of $t for ${PERF_SECONDS}s under wrk"
+        perf stat -x, -o "$WORK/stat-$t.csv" -e "$EVENTS" -p "$pids" -- \
+            wrk -t"$THREADS" -c"$CONNS" -d"${PERF_SECONDS}s" --latency -H "Host: $HOST" "$url" >"$WORK/stat-$t.wrk" 2>&1 || true
+        read -r sreq srps _ <<<"$(parse_wrk "$WORK/stat-$t.wrk")"
+        mreq=0
+        if ((HAVE_PROBES)); then
+            log "perf: counting mallocs of $t (2 s, 8 connections, slowed by the uprobe)"
+            perf stat -x, -o "$WORK/malloc-$t.csv" -e 'probe_libc:malloc,probe_libc:free,probe_libc:realloc' -p "$pids" -- \
+                wrk -t1 -c8 -d2s -H "Host: $HOST" "$url" >"$WORK/malloc-$t.wrk" 2>&1 || true
+            read -r mreq _ <<<"$(parse_wrk "$WORK/malloc-$t.wrk")"
+        fi
         log "perf: profiling $t for ${PERF_SECONDS}s under wrk"
-        wrk -t"$THREADS" -c"$CONNS" -d"$((PERF_SECONDS + 2))s" -H "Host: $HOST" "http://127.0.0.1:${PORT[$t]}$PATH_BENCH" >/dev/null 2>&1 &
+        wrk -t"$THREADS" -c"$CONNS" -d"$((PERF_SECONDS + 2))s" -H "Host: $HOST" "$url" >/dev/null 2>&1 &
         wrk_pid=$!
         PIDS+=("$wrk_pid")
         sleep 1
-        perf record -q -e cpu-clock -F 1999 -g -p "$pids" -o "$pdata" -- sleep "$PERF_SECONDS" >/dev/null 2>&1 || true
+        perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$pids" -o "$WORK/perf-$t.data" \
+            -- sleep "$PERF_SECONDS" >/dev/null 2>&1 || true
         wait "$wrk_pid" 2>/dev/null || true
-        perf report -i "$pdata" --stdio --no-children --sort dso,symbol --percent-limit 0.5 2>/dev/null |
-            grep -v '^$' >"$OUT_DIR/perf-$STAMP-$t.txt" || true
-        perf report -i "$pdata" --stdio --no-children --sort dso --percent-limit 0.5 -g none 2>/dev/null |
-            grep -v '^$' >"$OUT_DIR/perf-$STAMP-$t-dso.txt" || true
-        log "perf: $OUT_DIR/perf-$STAMP-$t.txt"
+        perf script -i "$WORK/perf-$t.data" -F comm,tid,ip,sym 2>/dev/null >"$WORK/perf-$t.script" || true
+        python3 "$HERE/profile.py" row "$t" "$sreq" "$srps" "$WORK/stat-$t.csv" "$mreq" "$WORK/malloc-$t.csv" >>"$PERF_MD"
+        python3 "$HERE/profile.py" stacks "$t" "$WORK/perf-$t.script" >"$WORK/profile-$t.md"
     done
+    for t in $ONLY; do
+        { echo; cat "$WORK/profile-$t.md"; } >>"$PERF_MD"
+    done
+    remove_probes
+    PROBES_ADDED=""
+    log "perf: $PERF_MD"
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import json
 import statistics
 import sys
 
-ALL_TARGETS = ["nginx", "haproxy", "meridian"]
+ORDER = ["nginx", "haproxy", "meridian", "meridian-nolog", "meridian-jemalloc", "meridian-mimalloc"]
 
 
 def num(v):
@@ -49,8 +49,9 @@ def main():
     with open(meta_json) as f:
         meta = json.load(f)
     rates = [int(r) for r in meta["settings"]["rates"]]
-    targets = [t for t in ALL_TARGETS if t in meta["settings"]["targets"]]
-    peers = [t for t in targets if t != "meridian"] if "meridian" in targets else []
+    targets = [t for t in ORDER if t in meta["settings"]["targets"]]
+    ours = [t for t in targets if t.startswith("meridian")]
+    peers = [t for t in targets if not t.startswith("meridian")] if ours else []
 
     summary = {}
     for t in targets:
@@ -82,19 +83,21 @@ def main():
             }
         summary[t] = s
 
-    m = summary.get("meridian")
     ratios = {}
-    for peer in peers:
-        p = summary[peer]
-        ratios[peer] = {
-            "rps": ratio(m["rps"], p["rps"]),
-            "cpu_us_per_req": ratio(m["cpu_us_per_req"], p["cpu_us_per_req"]),
-            "peak_rss": ratio(m["peak_rss_mib"], p["peak_rss_mib"]),
-        }
-        for rate in rates:
-            k = str(rate)
-            ratios[peer][f"p99@{k}"] = ratio(m["fixed"][k]["p99_ms"], p["fixed"][k]["p99_ms"])
-            ratios[peer][f"p50@{k}"] = ratio(m["fixed"][k]["p50_ms"], p["fixed"][k]["p50_ms"])
+    for mine in ours:
+        m = summary[mine]
+        for peer in peers:
+            p = summary[peer]
+            r = {
+                "rps": ratio(m["rps"], p["rps"]),
+                "cpu_us_per_req": ratio(m["cpu_us_per_req"], p["cpu_us_per_req"]),
+                "peak_rss": ratio(m["peak_rss_mib"], p["peak_rss_mib"]),
+            }
+            for rate in rates:
+                k = str(rate)
+                r[f"p99@{k}"] = ratio(m["fixed"][k]["p99_ms"], p["fixed"][k]["p99_ms"])
+                r[f"p50@{k}"] = ratio(m["fixed"][k]["p50_ms"], p["fixed"][k]["p50_ms"])
+            ratios[f"{mine} / {peer}"] = r
 
     lines = []
     head = ["target", "req/s (median)"]
@@ -121,18 +124,16 @@ def main():
             str(s["errors"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    if peers:
-        lines.append("")
-    head = ["Meridian ÷ peer", "req/s (higher is better)"]
+    head = ["ratio", "req/s (higher is better)"]
     for rate in rates:
         head.append(f"p99 @{rate // 1000}k (lower is better)")
     head += ["CPU/req (lower is better)", "peak RSS"]
-    if peers:
+    if ratios:
+        lines.append("")
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "|".join(["---"] * len(head)) + "|")
-    for peer in peers:
-        r = ratios[peer]
-        cells = [f"vs {peer}", fmt(r["rps"], 2) + "×"]
+    for name, r in ratios.items():
+        cells = [name, fmt(r["rps"], 2) + "×"]
         for rate in rates:
             cells.append(fmt(r[f"p99@{rate}"], 2) + "×")
         cells += [fmt(r["cpu_us_per_req"], 2) + "×", fmt(r["peak_rss"], 2) + "×"]

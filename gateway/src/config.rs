@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use meridian_api::errors::{index, join};
-use meridian_api::validate::{http_token, MAX_TIMEOUT_MS};
+use meridian_api::validate::{is_header_name, MAX_TIMEOUT_MS};
 use meridian_api::{parse_yaml_or_json, Errors};
 use serde::{Deserialize, Serialize};
 
@@ -273,7 +273,7 @@ impl TryFrom<(GatewayFile, &Path)> for GatewayConfig {
         }
         let access_log = f.access_log.as_ref().map(|a| {
             for (i, h) in a.allow_headers.iter().enumerate() {
-                if http_token(h).is_err() {
+                if !is_header_name(h) {
                     errs.push(
                         index("access_log.allow_headers", i),
                         format!("'{h}' is not a header name"),

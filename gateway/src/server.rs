@@ -38,9 +38,11 @@ pub fn resolve_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 
 /// A Pingora server for gateways: no config file, threads set per service.
 pub fn new_server(grace: Duration) -> anyhow::Result<Server> {
-    let mut conf = ServerConf::default();
-    conf.grace_period_seconds = Some(grace.as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(grace.as_secs().max(1));
+    let conf = ServerConf {
+        grace_period_seconds: Some(grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(grace.as_secs().max(1)),
+        ..Default::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     Ok(server)
@@ -49,9 +51,11 @@ pub fn new_server(grace: Duration) -> anyhow::Result<Server> {
 /// Adds one gateway's proxy and admin services to `server`.
 pub fn add_gateway(server: &mut Server, gw: &Arc<Gateway>) -> anyhow::Result<Bound> {
     let cfg = &gw.config;
-    let mut conf = ServerConf::default();
-    conf.threads = cfg.workers;
-    conf.upstream_keepalive_pool_size = cfg.upstream_keepalive_pool;
+    let conf = ServerConf {
+        threads: cfg.workers,
+        upstream_keepalive_pool_size: cfg.upstream_keepalive_pool,
+        ..Default::default()
+    };
     let conf = Arc::new(conf);
     let name = format!("meridian gateway {}", cfg.region);
     let mut proxy = pingora::proxy::http_proxy_service_with_name(&conf, Proxy(gw.clone()), &name);

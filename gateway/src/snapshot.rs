@@ -462,7 +462,7 @@ impl SubsetRt {
             .tiers
             .iter()
             .enumerate()
-            .any(|(tier, eps)| !allowed(tier) && eps.iter().any(|e| usable(e)));
+            .any(|(tier, eps)| !allowed(tier) && eps.iter().any(&usable));
         if outside_usable {
             return Picked::Residency;
         }

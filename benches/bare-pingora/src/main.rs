@@ -1,0 +1,56 @@
+//! `bare-pingora LISTEN UPSTREAM...`: a Pingora reverse proxy that does nothing but forward each
+//! request to the next upstream in turn, with Pingora's defaults (1 worker thread, upstream
+//! keep-alive pool of 128, work-stealing runtime). `BARE_WORK_STEALING=0` switches to Pingora's
+//! per-thread runtimes, to measure that setting on its own.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+
+struct Bare {
+    upstreams: Vec<SocketAddr>,
+    next: AtomicUsize,
+}
+
+#[async_trait]
+impl ProxyHttp for Bare {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.upstreams.len();
+        Ok(Box::new(HttpPeer::new(self.upstreams[i], false, String::new())))
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let Some(listen) = args.next() else {
+        eprintln!("usage: bare-pingora LISTEN UPSTREAM...");
+        std::process::exit(2);
+    };
+    let upstreams: Vec<SocketAddr> = args
+        .map(|a| a.parse().unwrap_or_else(|e| panic!("upstream {a}: {e}")))
+        .collect();
+    assert!(!upstreams.is_empty(), "at least one upstream");
+    let mut conf = ServerConf::default();
+    conf.threads = 1;
+    conf.work_stealing = std::env::var("BARE_WORK_STEALING").map_or(true, |v| v != "0");
+    let mut server = Server::new_with_opt_and_conf(None, conf.clone());
+    server.bootstrap();
+    let conf = Arc::new(conf);
+    let bare = Bare {
+        upstreams,
+        next: AtomicUsize::new(0),
+    };
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(&conf, bare, "bare pingora");
+    proxy.threads = Some(1);
+    proxy.add_tcp(&listen);
+    server.add_service(proxy);
+    server.run_forever();
+}

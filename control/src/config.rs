@@ -1,0 +1,293 @@
+//! The control plane's bootstrap config. Two layers, as for the gateway: the serde file model
+//! ([`ControlFile`]) and the validated model ([`ControlConfig`]) built with `TryFrom`, which
+//! resolves relative paths against the config file's folder and collects every error.
+//!
+//! ```yaml
+//! listen: "127.0.0.1:7100"          # port 0 picks a free port (see --ports-file)
+//! intent: intent/                   # a file or a folder of them, watched
+//! state_dir: /var/lib/meridian      # pushed intent, version counter, audit log
+//! tokens:                           # name -> bearer token; the name is written to the audit log
+//!   gateways: "change-me-gw"
+//!   alice: "change-me-alice"
+//! health: { concurrency: 256 }
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use meridian_api::errors::join;
+use meridian_api::{parse_yaml_or_json, Errors};
+use serde::{Deserialize, Serialize};
+
+/// The file model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlFile {
+    /// `ip:port` of the API (`/v1/...`). Required; port 0 picks a free port.
+    pub listen: String,
+    /// Intent file or folder, relative to this file. Required.
+    pub intent: PathBuf,
+    /// Folder for the pushed intent, the version counter and (by default) the audit log,
+    /// relative to this file; created when missing. Required.
+    pub state_dir: PathBuf,
+    /// Bearer tokens by identity name. At least one; each at least 8 characters.
+    pub tokens: BTreeMap<String, String>,
+    /// Audit log (JSON lines), relative to this file. Default: `<state_dir>/audit.jsonl`.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+    /// Active health checking. Default: see [`HealthFile`].
+    #[serde(default)]
+    pub health: HealthFile,
+    /// Inter-region RTT probes for `failover: auto`. Default: see [`RttFile`].
+    #[serde(default)]
+    pub rtt: RttFile,
+    /// DNS resolution of endpoint names. Default: the system resolver.
+    #[serde(default)]
+    pub dns: DnsFile,
+    /// How often the intent path is checked for edits. Default: 500 ms.
+    #[serde(default = "intent_poll")]
+    pub intent_poll_ms: u64,
+    /// Longest hold of a table long poll. Default: 30000 ms.
+    #[serde(default = "long_poll")]
+    pub long_poll_max_ms: u64,
+}
+
+/// Health-check settings of the checker as a whole (per-service specs live in the intent).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    /// Checks in flight at once, 1 to 100000. Default: 256.
+    #[serde(default = "concurrency")]
+    pub concurrency: usize,
+    /// Longest wait for every endpoint's first result before the first tables are published,
+    /// so a restarted control plane does not publish unchecked endpoints. Default: 3000 ms.
+    #[serde(default = "warmup")]
+    pub warmup_ms: u64,
+}
+
+impl Default for HealthFile {
+    fn default() -> Self {
+        HealthFile {
+            concurrency: concurrency(),
+            warmup_ms: warmup(),
+        }
+    }
+}
+
+/// RTT probe settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RttFile {
+    /// Time between probe rounds. Default: 5000 ms.
+    #[serde(default = "rtt_interval")]
+    pub interval_ms: u64,
+    /// Endpoints probed per region and round. Default: 3.
+    #[serde(default = "three")]
+    pub endpoints_per_region: usize,
+}
+
+impl Default for RttFile {
+    fn default() -> Self {
+        RttFile {
+            interval_ms: rtt_interval(),
+            endpoints_per_region: three(),
+        }
+    }
+}
+
+/// DNS settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFile {
+    /// Name servers as `ip:port` (UDP). Default: none, meaning the system's (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Shortest time between two resolutions of one name, whatever its TTL. Default: 1000 ms.
+    #[serde(default = "min_refresh")]
+    pub min_refresh_ms: u64,
+}
+
+fn intent_poll() -> u64 {
+    500
+}
+fn long_poll() -> u64 {
+    30_000
+}
+fn concurrency() -> usize {
+    256
+}
+fn warmup() -> u64 {
+    3_000
+}
+fn rtt_interval() -> u64 {
+    5_000
+}
+fn three() -> usize {
+    3
+}
+fn min_refresh() -> u64 {
+    1_000
+}
+
+/// The validated config.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// API listen address (port may be 0).
+    pub listen: SocketAddr,
+    /// Intent file or folder.
+    pub intent: PathBuf,
+    /// State folder.
+    pub state_dir: PathBuf,
+    /// Audit log file.
+    pub audit_log: PathBuf,
+    /// Token -> identity name.
+    pub tokens: BTreeMap<String, String>,
+    /// Checks in flight at once.
+    pub health_concurrency: usize,
+    /// Warm-up before the first publish.
+    pub warmup: Duration,
+    /// RTT probe interval.
+    pub rtt_interval: Duration,
+    /// Endpoints probed per region.
+    pub rtt_endpoints: usize,
+    /// Name servers (empty: the system's).
+    pub dns_servers: Vec<SocketAddr>,
+    /// Shortest re-resolution interval.
+    pub dns_min_refresh: Duration,
+    /// Intent poll interval.
+    pub intent_poll: Duration,
+    /// Longest long-poll hold.
+    pub long_poll_max: Duration,
+}
+
+impl ControlConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<ControlConfig, Errors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let mut errs = Errors::default();
+            errs.push("", format!("cannot read {}: {e}", path.display()));
+            errs
+        })?;
+        Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Parses and validates config text; relative paths resolve against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, Errors> {
+        let file: ControlFile = parse_yaml_or_json(text)?;
+        ControlConfig::try_from((file, base))
+    }
+}
+
+impl TryFrom<(ControlFile, &Path)> for ControlConfig {
+    type Error = Errors;
+
+    fn try_from((f, base): (ControlFile, &Path)) -> Result<Self, Errors> {
+        let mut errs = Errors::default();
+        let listen = f.listen.parse::<SocketAddr>().ok();
+        if listen.is_none() {
+            errs.push("listen", format!("'{}' is not an ip:port address", f.listen));
+        }
+        if f.tokens.is_empty() {
+            errs.push("tokens", "must have at least one token");
+        }
+        let mut tokens = BTreeMap::new();
+        for (name, token) in &f.tokens {
+            if token.len() < 8 || token.contains(char::is_whitespace) {
+                errs.push(
+                    join("tokens", name),
+                    "must be at least 8 characters, without spaces",
+                );
+            }
+            if tokens.insert(token.clone(), name.clone()).is_some() {
+                errs.push(join("tokens", name), "the same token is given twice");
+            }
+        }
+        if !(1..=100_000).contains(&f.health.concurrency) {
+            errs.push("health.concurrency", "must be between 1 and 100000");
+        }
+        if f.health.warmup_ms > 60_000 {
+            errs.push("health.warmup_ms", "must be at most 60000");
+        }
+        if !(10..=3_600_000).contains(&f.rtt.interval_ms) {
+            errs.push("rtt.interval_ms", "must be between 10 and 3600000");
+        }
+        if !(1..=100).contains(&f.rtt.endpoints_per_region) {
+            errs.push("rtt.endpoints_per_region", "must be between 1 and 100");
+        }
+        let mut dns_servers = Vec::new();
+        for (i, s) in f.dns.servers.iter().enumerate() {
+            match s.parse::<SocketAddr>() {
+                Ok(a) => dns_servers.push(a),
+                Err(_) => errs.push(
+                    format!("dns.servers[{i}]"),
+                    format!("'{s}' is not an ip:port address"),
+                ),
+            }
+        }
+        if f.dns.min_refresh_ms == 0 || f.dns.min_refresh_ms > 3_600_000 {
+            errs.push("dns.min_refresh_ms", "must be between 1 and 3600000");
+        }
+        if f.intent_poll_ms == 0 || f.intent_poll_ms > 60_000 {
+            errs.push("intent_poll_ms", "must be between 1 and 60000");
+        }
+        if !(100..=60_000).contains(&f.long_poll_max_ms) {
+            errs.push("long_poll_max_ms", "must be between 100 and 60000");
+        }
+        let (Some(listen), true) = (listen, errs.is_empty()) else {
+            return Err(errs);
+        };
+        let state_dir = base.join(&f.state_dir);
+        let audit_log = match &f.audit_log {
+            Some(p) => base.join(p),
+            None => state_dir.join("audit.jsonl"),
+        };
+        Ok(ControlConfig {
+            listen,
+            intent: base.join(&f.intent),
+            state_dir,
+            audit_log,
+            tokens,
+            health_concurrency: f.health.concurrency,
+            warmup: Duration::from_millis(f.health.warmup_ms),
+            rtt_interval: Duration::from_millis(f.rtt.interval_ms),
+            rtt_endpoints: f.rtt.endpoints_per_region,
+            dns_servers,
+            dns_min_refresh: Duration::from_millis(f.dns.min_refresh_ms),
+            intent_poll: Duration::from_millis(f.intent_poll_ms),
+            long_poll_max: Duration::from_millis(f.long_poll_max_ms),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_and_paths_resolve() {
+        let text = "listen: '127.0.0.1:0'\nintent: intent.yaml\nstate_dir: state\ntokens: { gw: 'secret-token-1' }\n";
+        let c = ControlConfig::parse(text, Path::new("/etc/m")).expect("valid");
+        assert_eq!(c.intent, Path::new("/etc/m/intent.yaml"));
+        assert_eq!(c.audit_log, Path::new("/etc/m/state/audit.jsonl"));
+        assert_eq!(c.tokens.get("secret-token-1").map(String::as_str), Some("gw"));
+        assert_eq!(c.health_concurrency, 256);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let text = "listen: nope\nintent: i\nstate_dir: s\ntokens: { a: short }\nhealth: { concurrency: 0 }\ndns: { servers: [x] }\n";
+        let err = ControlConfig::parse(text, Path::new("."))
+            .expect_err("invalid")
+            .to_string();
+        for want in [
+            "listen: 'nope'",
+            "tokens.a: must be at least 8",
+            "health.concurrency: must be",
+            "dns.servers[0]: 'x'",
+        ] {
+            assert!(err.contains(want), "missing {want} in {err}");
+        }
+    }
+}
