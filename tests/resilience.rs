@@ -546,3 +546,27 @@ async fn when_every_endpoint_is_ejected_the_gateway_fails_open_and_says_so() {
     let m = gw.metrics().await;
     assert!(metric(&m, "meridian_outlier_fail_open_total", &[("subset", "svc@v1")]).unwrap_or(0.0) >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_closed_by_the_upstream_costs_no_error() {
+    // One endpoint only: the retry after a stale pooled connection has to go back to it, on a
+    // fresh connection.
+    let up = MockUpstream::start(UpstreamConfig::new("solo")).await.expect("up");
+    let t = table(
+        1,
+        vec![route_with("api", "/", &[("svc@v1", 100)], json!({}))],
+        vec![subset_in("svc@v1", &local(std::slice::from_ref(&up)), json!({}))],
+    );
+    let gw = Gw::start(&t, "").await;
+    let c = client();
+    for round in 0..20 {
+        let r = get(&c, &gw.url("/x"), &[]).await;
+        assert_eq!(r.status(), 200, "round {round}");
+        // Close every connection the upstream holds (the gateway's pooled one included), then
+        // accept again at once.
+        up.set_fault(Fault::Refuse);
+        up.set_fault(Fault::None);
+        let r = get(&c, &gw.url("/x"), &[]).await;
+        assert_eq!(r.status(), 200, "round {round}: the stale pooled connection cost an error");
+    }
+}
