@@ -99,7 +99,11 @@ async fn wait_version(c: &reqwest::Client, admin: SocketAddr, v: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(r) = c.get(format!("http://{admin}/readyz")).send().await {
-            if r.text().await.unwrap_or_default().contains(&format!("version {v}")) {
+            if r.text()
+                .await
+                .unwrap_or_default()
+                .contains(&format!("version {v}"))
+            {
                 return;
             }
         }
@@ -151,11 +155,21 @@ fn pct(sorted: &[u64], q: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    let n: usize = std::env::var("HEDGE_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let conc: usize = std::env::var("HEDGE_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+    let n: usize = std::env::var("HEDGE_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let conc: usize = std::env::var("HEDGE_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
     let mut ups = Vec::new();
     for i in 0..3 {
-        let lat = Latency::Bimodal { base: MEDIAN, slow: SLOW, slow_fraction: 0.02 };
+        let lat = Latency::Bimodal {
+            base: MEDIAN,
+            slow: SLOW,
+            slow_fraction: 0.02,
+        };
         let cfg = UpstreamConfig::new(format!("u{i}")).latency(lat);
         ups.push(MockUpstream::start(cfg).await.expect("upstream"));
     }
@@ -173,10 +187,16 @@ async fn main() {
     let modes = [
         ("no hedging", String::new()),
         ("fixed 8 ms", "    hedge: {delay_ms: 8}\n".to_string()),
-        ("adaptive p95", "    hedge: {adaptive: {percentile: 95, min_samples: 200}}\n".to_string()),
+        (
+            "adaptive p95",
+            "    hedge: {adaptive: {percentile: 95, min_samples: 200}}\n".to_string(),
+        ),
     ];
     println!("hedging bench: {n} GETs, {conc} in flight, 3 upstreams, 2% of requests {}x the {} ms median", SLOW.as_millis() / MEDIAN.as_millis(), MEDIAN.as_millis());
-    println!("{:<14} {:>9} {:>9} {:>9} {:>9} {:>8}", "mode", "p50 ms", "p99 ms", "p99.9 ms", "extra %", "errors");
+    println!(
+        "{:<14} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "mode", "p50 ms", "p99 ms", "p99.9 ms", "extra %", "errors"
+    );
     let mut base_p999 = 0.0;
     for (v, (name, hedge)) in modes.iter().enumerate() {
         let version = v as u64 + 2;
@@ -202,7 +222,11 @@ async fn main() {
             errors
         );
         if v > 0 {
-            println!("{:<14} p99.9 {:.1}x lower than without hedging", "", base_p999 / p999);
+            println!(
+                "{:<14} p99.9 {:.1}x lower than without hedging",
+                "",
+                base_p999 / p999
+            );
         }
     }
 }

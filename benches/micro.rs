@@ -121,14 +121,7 @@ fn bench_route_match(c: &mut Criterion) {
         b.iter(|| router.find(black_box(host), black_box(path), &get, &headers))
     });
     g.bench_function("10k_routes_100_hosts/miss", |b| {
-        b.iter(|| {
-            router.find(
-                black_box(host),
-                black_box("/nothing/here"),
-                &get,
-                &headers,
-            )
-        })
+        b.iter(|| router.find(black_box(host), black_box("/nothing/here"), &get, &headers))
     });
 
     // 10,000 routes on one host: the worst case, a scan of prefix rules (longest first).
@@ -273,7 +266,15 @@ fn bench_table(c: &mut Criterion) {
     // The swap as the applier does it: store, then the old snapshot is dropped on this thread.
     g.bench_function("swap_and_drop_old", |b| {
         b.iter_batched(
-            || Arc::new(Snapshot::build(table.clone(), REGION, timeouts(), &metrics, &mut book)),
+            || {
+                Arc::new(Snapshot::build(
+                    table.clone(),
+                    REGION,
+                    timeouts(),
+                    &metrics,
+                    &mut book,
+                ))
+            },
             |s| drop(live.swap(s)),
             BatchSize::LargeInput,
         )
@@ -283,7 +284,13 @@ fn bench_table(c: &mut Criterion) {
     // What a reader pays for its one load while a writer keeps swapping.
     let mut g = c.benchmark_group("snapshot_load");
     let a = live.load_full();
-    let b2 = Arc::new(Snapshot::build(table, REGION, timeouts(), &metrics, &mut book));
+    let b2 = Arc::new(Snapshot::build(
+        table,
+        REGION,
+        timeouts(),
+        &metrics,
+        &mut book,
+    ));
     g.bench_function("load_full/idle", |b| b.iter(|| black_box(live.load_full())));
     let stop = Arc::new(AtomicBool::new(false));
     let live = Arc::new(live);

@@ -41,7 +41,10 @@ fn walk(dir: &Path) -> usize {
         .map(|p| {
             if p.is_dir() {
                 walk(&p)
-            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json") {
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+            {
                 1
             } else {
                 0
@@ -55,11 +58,17 @@ fn a_broken_copy_is_rejected_with_located_errors() {
     let src = configs().join("demo/table.yaml");
     let text = std::fs::read_to_string(&src).expect("read demo table");
     let broken = text.replacen("weight: 10 }", "weight: -3 }", 1);
-    assert_ne!(broken, text, "the demo table changed shape; update this test");
+    assert_ne!(
+        broken, text,
+        "the demo table changed shape; update this test"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("table.yaml");
     std::fs::write(&path, broken).expect("write");
     let (ok, out) = validate(&[&path]);
     assert!(!ok, "a negative weight was accepted:\n{out}");
-    assert!(out.contains("routes[0].split[1].weight: must be >= 0"), "{out}");
+    assert!(
+        out.contains("routes[0].split[1].weight: must be >= 0"),
+        "{out}"
+    );
 }

@@ -39,7 +39,17 @@ fn subset_in(name: &str, eps: &[(SocketAddr, &str, &str)], policy: Value) -> Sub
 fn local(ups: &[MockUpstream]) -> Vec<(SocketAddr, &'static str, &'static str)> {
     ups.iter()
         .enumerate()
-        .map(|(i, u)| (u.addr(), REGION, if i % 2 == 0 { "eu-west-1a" } else { "eu-west-1b" }))
+        .map(|(i, u)| {
+            (
+                u.addr(),
+                REGION,
+                if i % 2 == 0 {
+                    "eu-west-1a"
+                } else {
+                    "eu-west-1b"
+                },
+            )
+        })
         .collect()
 }
 
@@ -57,7 +67,12 @@ async fn an_endpoint_dying_under_load_costs_no_errors_and_is_ejected_then_readmi
     let ups = upstreams("pool", 3).await;
     let t = table(
         1,
-        vec![route_with("api", "/", &[("svc@v1", 100)], json!({"retry": {"attempts": 3}}))],
+        vec![route_with(
+            "api",
+            "/",
+            &[("svc@v1", 100)],
+            json!({"retry": {"attempts": 3}}),
+        )],
         vec![subset_in("svc@v1", &local(&ups), fast_outlier())],
     );
     let gw = Gw::start(&t, "").await;
@@ -72,15 +87,22 @@ async fn an_endpoint_dying_under_load_costs_no_errors_and_is_ejected_then_readmi
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
     ups[0].set_fault(Fault::Refuse);
-    gw.wait_metric_at_least("meridian_outlier_ejections_total", &[("subset", "svc@v1")], 1.0)
-        .await;
+    gw.wait_metric_at_least(
+        "meridian_outlier_ejections_total",
+        &[("subset", "svc@v1")],
+        1.0,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let dead_at = ups[0].requests();
     ups[0].set_fault(Fault::None);
     // Back after its ejection ends: it is picked again.
     let deadline = Instant::now() + Duration::from_secs(10);
     while ups[0].requests() < dead_at + 20 {
-        assert!(Instant::now() < deadline, "the recovered endpoint never got traffic back");
+        assert!(
+            Instant::now() < deadline,
+            "the recovered endpoint never got traffic back"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.store(true, Ordering::SeqCst);
@@ -88,9 +110,16 @@ async fn an_endpoint_dying_under_load_costs_no_errors_and_is_ejected_then_readmi
     assert!(l.sent > 1500, "load too small to mean anything: {l:?}");
     let rate = l.sent as f64 / l.elapsed.as_secs_f64();
     assert!(rate >= 500.0, "the load ran at {rate:.0} req/s, below 500");
-    assert_eq!(l.errors, 0, "client errors while an endpoint died: {:?}", l.first_errors);
+    assert_eq!(
+        l.errors, 0,
+        "client errors while an endpoint died: {:?}",
+        l.first_errors
+    );
     let m = gw.metrics().await;
-    assert!(metric(&m, "meridian_retries_total", &[("route", "api")]).unwrap_or(0.0) >= 1.0, "{m}");
+    assert!(
+        metric(&m, "meridian_retries_total", &[("route", "api")]).unwrap_or(0.0) >= 1.0,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,12 +136,21 @@ async fn non_idempotent_requests_are_never_retried_after_they_were_sent() {
             &[("svc@v1", 100)],
             json!({"retry": {"attempts": 3, "per_try_timeout_ms": 300}, "budget": {"min_per_s": 100}}),
         )],
-        vec![subset_in("svc@v1", &local(&ups), json!({"outlier": {"consecutive_failures": 1000}}))],
+        vec![subset_in(
+            "svc@v1",
+            &local(&ups),
+            json!({"outlier": {"consecutive_failures": 1000}}),
+        )],
     );
     let gw = Gw::start(&t, "").await;
     let c = client();
     for i in 0..10u64 {
-        let r = c.post(gw.url("/order")).body("{}").send().await.expect("post");
+        let r = c
+            .post(gw.url("/order"))
+            .body("{}")
+            .send()
+            .await
+            .expect("post");
         assert_eq!(r.status(), 503, "the upstream's own 503 passes through");
         assert_eq!(total_requests(&ups), i + 1, "a POST was sent twice");
     }
@@ -121,7 +159,12 @@ async fn non_idempotent_requests_are_never_retried_after_they_were_sent() {
         u.reset_counters();
         u.set_fault(Fault::Hang);
     }
-    let r = c.post(gw.url("/order")).body("{}").send().await.expect("post");
+    let r = c
+        .post(gw.url("/order"))
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
     assert_eq!(r.status(), 504);
     assert_eq!(total_requests(&ups), 1, "a timed-out POST was retried");
     // With an Idempotency-Key the same POST may be retried.
@@ -137,7 +180,11 @@ async fn non_idempotent_requests_are_never_retried_after_they_were_sent() {
         .await
         .expect("post");
     assert_eq!(r.status(), 503);
-    assert_eq!(total_requests(&ups), 2, "a keyed POST is retried on the other endpoint");
+    assert_eq!(
+        total_requests(&ups),
+        2,
+        "a keyed POST is retried on the other endpoint"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,8 +198,17 @@ async fn retried_bodies_arrive_byte_identical_and_large_ones_are_not_retried() {
     }
     let t = table(
         1,
-        vec![route_with("api", "/", &[("svc@v1", 100)], json!({"budget": {"min_per_s": 1000}}))],
-        vec![subset_in("svc@v1", &local(&ups), json!({"outlier": {"consecutive_failures": 100000}}))],
+        vec![route_with(
+            "api",
+            "/",
+            &[("svc@v1", 100)],
+            json!({"budget": {"min_per_s": 1000}}),
+        )],
+        vec![subset_in(
+            "svc@v1",
+            &local(&ups),
+            json!({"outlier": {"consecutive_failures": 100000}}),
+        )],
     );
     let gw = Gw::start(&t, "").await;
     let c = client();
@@ -166,13 +222,19 @@ async fn retried_bodies_arrive_byte_identical_and_large_ones_are_not_retried() {
                 let req = if chunked {
                     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
                         body.chunks(1000).map(|c| Ok(c.to_vec())).collect();
-                    req.body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+                    req.body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                        chunks,
+                    )))
                 } else {
                     req.body(body.clone())
                 };
                 let r = req.send().await.expect("put");
                 let what = format!("size {size} chunked {chunked} round {round}");
-                assert!(r.status() == 200 || r.status() == 503, "{what}: {}", r.status());
+                assert!(
+                    r.status() == 200 || r.status() == 503,
+                    "{what}: {}",
+                    r.status()
+                );
                 // The bodies this request delivered: the newest of each endpoint's recorded ones.
                 let bodies: Vec<bytes::Bytes> = ups
                     .iter()
@@ -183,9 +245,16 @@ async fn retried_bodies_arrive_byte_identical_and_large_ones_are_not_retried() {
                         all[all.len() - n..].to_vec()
                     })
                     .collect();
-                assert!(!bodies.is_empty() && bodies.len() <= 2, "{what}: {} attempts", bodies.len());
+                assert!(
+                    !bodies.is_empty() && bodies.len() <= 2,
+                    "{what}: {} attempts",
+                    bodies.len()
+                );
                 for b in &bodies {
-                    assert!(*b == body, "{what}: a replayed body differs from the original");
+                    assert!(
+                        *b == body,
+                        "{what}: a replayed body differs from the original"
+                    );
                 }
                 if bodies.len() == 2 {
                     retried += 1;
@@ -193,14 +262,26 @@ async fn retried_bodies_arrive_byte_identical_and_large_ones_are_not_retried() {
             }
         }
     }
-    assert!(retried >= 4, "too few retries to show replay ({retried} of 32)");
+    assert!(
+        retried >= 4,
+        "too few retries to show replay ({retried} of 32)"
+    );
     // Over 64 KiB: the first failure is passed through, never retried.
     let big = vec![7u8; 100 * 1024];
     let mut saw_failure = false;
     for _ in 0..20 {
         let before = total_requests(&ups);
-        let r = c.put(gw.url("/blob")).body(big.clone()).send().await.expect("put");
-        assert_eq!(total_requests(&ups) - before, 1, "a body over 64 KiB was sent twice");
+        let r = c
+            .put(gw.url("/blob"))
+            .body(big.clone())
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(
+            total_requests(&ups) - before,
+            1,
+            "a body over 64 KiB was sent twice"
+        );
         if r.status() == 503 {
             saw_failure = true;
         }
@@ -214,7 +295,12 @@ fn two_region_table(eu: &[MockUpstream], us: &[MockUpstream]) -> Table {
     let mut t = table(
         1,
         vec![
-            route_with("open", "/open", &[("svc@v1", 100)], json!({"retry": {"attempts": 3}})),
+            route_with(
+                "open",
+                "/open",
+                &[("svc@v1", 100)],
+                json!({"retry": {"attempts": 3}}),
+            ),
             route_with(
                 "eu-only",
                 "/eu",
@@ -222,7 +308,11 @@ fn two_region_table(eu: &[MockUpstream], us: &[MockUpstream]) -> Table {
                 json!({"retry": {"attempts": 3}, "allowed_regions": [REGION]}),
             ),
         ],
-        vec![subset_in("svc@v1", &eps, json!({"outlier": {"consecutive_failures": 2, "base_ejection_ms": 1000, "max_ejection_ms": 1000, "max_ejection_percent": 100}}))],
+        vec![subset_in(
+            "svc@v1",
+            &eps,
+            json!({"outlier": {"consecutive_failures": 2, "base_ejection_ms": 1000, "max_ejection_ms": 1000, "max_ejection_percent": 100}}),
+        )],
     );
     t.regions = serde_json::from_value(json!([
         {"name": REGION, "failover": ["us-east"]},
@@ -241,7 +331,11 @@ async fn a_region_outage_fails_over_within_a_second_without_errors_and_comes_bac
     // Before: all local.
     let l = run_load(&c, LoadSpec::new(gw.url("/open/a"), 300, 8)).await;
     assert_eq!(l.errors, 0);
-    assert_eq!(total_requests(&us), 0, "a healthy local region keeps its traffic");
+    assert_eq!(
+        total_requests(&us),
+        0,
+        "a healthy local region keeps its traffic"
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut spec = LoadSpec::new(gw.url("/open/b"), 50_000, 8);
@@ -279,7 +373,10 @@ async fn a_region_outage_fails_over_within_a_second_without_errors_and_comes_bac
         }
     }
     let complete = complete.expect("requests never settled on us-east at the first attempt");
-    assert!(complete < Duration::from_secs(1), "failover took {complete:?}");
+    assert!(
+        complete < Duration::from_secs(1),
+        "failover took {complete:?}"
+    );
     // Recovery: eu serves again once its ejections end.
     for u in &eu {
         u.reset_counters();
@@ -292,8 +389,15 @@ async fn a_region_outage_fails_over_within_a_second_without_errors_and_comes_bac
     }
     stop.store(true, Ordering::SeqCst);
     let l = load.await.expect("load");
-    assert_eq!(l.errors, 0, "errors during the outage: {:?}", l.first_errors);
-    println!("failover complete after {complete:?}; {} requests, 0 errors", l.sent);
+    assert_eq!(
+        l.errors, 0,
+        "errors during the outage: {:?}",
+        l.first_errors
+    );
+    println!(
+        "failover complete after {complete:?}; {} requests, 0 errors",
+        l.sent
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,16 +416,29 @@ async fn an_eu_only_route_answers_503_in_a_total_eu_outage_while_an_open_route_f
     let mut refused = 0;
     for _ in 0..20 {
         let r = get(&c, &gw.url("/eu/x"), &[]).await;
-        assert_ne!(r.status(), 200, "an eu-only request succeeded during a total eu outage");
+        assert_ne!(
+            r.status(),
+            200,
+            "an eu-only request succeeded during a total eu outage"
+        );
         if r.status() == 503 {
             refused += 1;
         }
     }
     assert!(refused >= 15, "eu-only requests got {refused}/20 503s");
-    assert_eq!(total_requests(&us), us_before, "an eu-only request reached us-east");
+    assert_eq!(
+        total_requests(&us),
+        us_before,
+        "an eu-only request reached us-east"
+    );
     let m = gw.metrics().await;
     assert!(
-        metric(&m, "meridian_residency_refusals_total", &[("route", "eu-only")]).unwrap_or(0.0)
+        metric(
+            &m,
+            "meridian_residency_refusals_total",
+            &[("route", "eu-only")]
+        )
+        .unwrap_or(0.0)
             >= 1.0,
         "{m}"
     );
@@ -342,7 +459,11 @@ async fn retries_and_hedges_stay_within_the_budget_and_the_metrics_agree() {
             json!({"retry": {"attempts": 3, "backoff_base_ms": 1, "backoff_max_ms": 2},
                    "budget": {"ratio": 0.2, "window_s": 10, "min_per_s": 1}}),
         )],
-        vec![subset_in("svc@v1", &local(&ups), json!({"outlier": {"consecutive_failures": 100000}}))],
+        vec![subset_in(
+            "svc@v1",
+            &local(&ups),
+            json!({"outlier": {"consecutive_failures": 100000}}),
+        )],
     );
     let gw = Gw::start(&t, "").await;
     let c = client();
@@ -351,35 +472,63 @@ async fn retries_and_hedges_stay_within_the_budget_and_the_metrics_agree() {
     assert_eq!(l.statuses.get(&503).copied(), Some(n as u64));
     let m = gw.metrics().await;
     let retries = metric(&m, "meridian_retries_total", &[("route", "api")]).unwrap_or(0.0);
-    let exhausted = metric(&m, "meridian_budget_exhausted_total", &[("route", "api")]).unwrap_or(0.0);
+    let exhausted =
+        metric(&m, "meridian_budget_exhausted_total", &[("route", "api")]).unwrap_or(0.0);
     let bound = 0.2 * n as f64 + 1.0 * 10.0;
-    assert!(retries <= bound, "retries {retries} over the budget {bound}");
+    assert!(
+        retries <= bound,
+        "retries {retries} over the budget {bound}"
+    );
     assert!(retries >= bound - 2.0, "the budget was not used: {retries}");
     assert!(exhausted >= 1.0, "budget exhaustion was not counted");
     let sent = total_requests(&ups) as f64;
-    assert_eq!(sent, n as f64 + retries, "upstream count {sent} != requests + retries");
+    assert_eq!(
+        sent,
+        n as f64 + retries,
+        "upstream count {sent} != requests + retries"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_codes_keep_their_meaning_for_http_and_grpc() {
-    let hang = MockUpstream::start(UpstreamConfig::new("hang")).await.expect("up");
+    let hang = MockUpstream::start(UpstreamConfig::new("hang"))
+        .await
+        .expect("up");
     hang.set_fault(Fault::Hang);
-    let refused = MockUpstream::start(UpstreamConfig::new("refused")).await.expect("up");
+    let refused = MockUpstream::start(UpstreamConfig::new("refused"))
+        .await
+        .expect("up");
     refused.set_fault(Fault::Refuse);
-    let reset = MockUpstream::start(UpstreamConfig::new("reset")).await.expect("up");
+    let reset = MockUpstream::start(UpstreamConfig::new("reset"))
+        .await
+        .expect("up");
     reset.set_fault(Fault::ResetMidBody);
     let none: Vec<MockUpstream> = Vec::new();
     let t = table(
         1,
         vec![
-            route_with("hang", "/hang", &[("hang@v1", 100)], json!({"retry": {"attempts": 1}, "timeouts": {"read_ms": 300}})),
+            route_with(
+                "hang",
+                "/hang",
+                &[("hang@v1", 100)],
+                json!({"retry": {"attempts": 1}, "timeouts": {"read_ms": 300}}),
+            ),
             route_with("refused", "/refused", &[("refused@v1", 100)], json!({})),
-            route_with("reset", "/reset", &[("reset@v1", 100)], json!({"retry": {"attempts": 1}})),
+            route_with(
+                "reset",
+                "/reset",
+                &[("reset@v1", 100)],
+                json!({"retry": {"attempts": 1}}),
+            ),
             route_with("empty", "/empty", &[("empty@v1", 100)], json!({})),
         ],
         vec![
             subset_in("hang@v1", &local(std::slice::from_ref(&hang)), json!({})),
-            subset_in("refused@v1", &local(std::slice::from_ref(&refused)), json!({})),
+            subset_in(
+                "refused@v1",
+                &local(std::slice::from_ref(&refused)),
+                json!({}),
+            ),
             subset_in("reset@v1", &local(std::slice::from_ref(&reset)), json!({})),
             subset_in("empty@v1", &local(&none), json!({})),
         ],
@@ -400,7 +549,10 @@ async fn status_codes_keep_their_meaning_for_http_and_grpc() {
         Ok(r) => r.bytes().await.is_err(),
         Err(_) => true,
     };
-    assert!(broken, "a reset mid-body must not look like a complete answer");
+    assert!(
+        broken,
+        "a reset mid-body must not look like a complete answer"
+    );
 
     let grpc = [("content-type", "application/grpc")];
     let r = get(&c, &gw.url("/hang"), &grpc).await;
@@ -421,18 +573,35 @@ async fn a_request_from_another_gateway_is_not_retried_again() {
     }
     let t = table(
         1,
-        vec![route_with("api", "/", &[("svc@v1", 100)], json!({"budget": {"min_per_s": 100}}))],
-        vec![subset_in("svc@v1", &local(&ups), json!({"outlier": {"consecutive_failures": 1000}}))],
+        vec![route_with(
+            "api",
+            "/",
+            &[("svc@v1", 100)],
+            json!({"budget": {"min_per_s": 100}}),
+        )],
+        vec![subset_in(
+            "svc@v1",
+            &local(&ups),
+            json!({"outlier": {"consecutive_failures": 1000}}),
+        )],
     );
     let gw = Gw::start(&t, "").await;
     let c = client();
     let r = get(&c, &gw.url("/x"), &[]).await;
     assert_eq!(r.status(), 503);
     assert_eq!(total_requests(&ups), 2, "a plain GET is retried once");
-    assert_eq!(ups.iter().map(|u| u.requests()).max(), Some(1), "always to another endpoint");
+    assert_eq!(
+        ups.iter().map(|u| u.requests()).max(),
+        Some(1),
+        "always to another endpoint"
+    );
     let r = get(&c, &gw.url("/x"), &[("x-meridian-attempt", "1")]).await;
     assert_eq!(r.status(), 503);
-    assert_eq!(total_requests(&ups), 3, "a request carrying x-meridian-attempt was retried");
+    assert_eq!(
+        total_requests(&ups),
+        3,
+        "a request carrying x-meridian-attempt was retried"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,7 +614,11 @@ async fn subset_in_flight_limit_gives_a_fast_503_with_a_reason() {
     let t = table(
         1,
         vec![route_with("api", "/", &[("svc@v1", 100)], json!({}))],
-        vec![subset_in("svc@v1", &local(std::slice::from_ref(&slow)), json!({"limits": {"max_inflight": 2}}))],
+        vec![subset_in(
+            "svc@v1",
+            &local(std::slice::from_ref(&slow)),
+            json!({"limits": {"max_inflight": 2}}),
+        )],
     );
     let gw = Gw::start(&t, "").await;
     let c = client();
@@ -455,7 +628,11 @@ async fn subset_in_flight_limit_gives_a_fast_503_with_a_reason() {
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
             let r = c.get(url).send().await.expect("get");
-            (r.status().as_u16(), header(&r, "x-meridian-reject"), t0.elapsed())
+            (
+                r.status().as_u16(),
+                header(&r, "x-meridian-reject"),
+                t0.elapsed(),
+            )
         }));
     }
     let mut ok = 0;
@@ -466,7 +643,10 @@ async fn subset_in_flight_limit_gives_a_fast_503_with_a_reason() {
             200 => ok += 1,
             503 => {
                 assert_eq!(reason, "subset-limit");
-                assert!(took < Duration::from_millis(400), "the 503 was not fast: {took:?}");
+                assert!(
+                    took < Duration::from_millis(400),
+                    "the 503 was not fast: {took:?}"
+                );
                 limited += 1;
             }
             other => panic!("unexpected status {other}"),
@@ -474,7 +654,15 @@ async fn subset_in_flight_limit_gives_a_fast_503_with_a_reason() {
     }
     assert!(ok >= 2 && limited >= 1, "ok {ok}, limited {limited}");
     let m = gw.metrics().await;
-    assert!(metric(&m, "meridian_circuit_open_total", &[("subset", "svc@v1"), ("limit", "subset")]).unwrap_or(0.0) >= 1.0);
+    assert!(
+        metric(
+            &m,
+            "meridian_circuit_open_total",
+            &[("subset", "svc@v1"), ("limit", "subset")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,9 +694,17 @@ async fn hedging_races_a_slow_endpoint_and_the_first_answer_wins() {
         let t0 = Instant::now();
         let r = get(&c, &gw.url("/x"), &[]).await;
         assert_eq!(r.status(), 200);
-        assert_eq!(header(&r, "x-upstream"), "fast", "the slow endpoint's answer won a race");
+        assert_eq!(
+            header(&r, "x-upstream"),
+            "fast",
+            "the slow endpoint's answer won a race"
+        );
         r.bytes().await.expect("body");
-        assert!(t0.elapsed() < Duration::from_millis(600), "hedge did not cut latency: {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_millis(600),
+            "hedge did not cut latency: {:?}",
+            t0.elapsed()
+        );
     }
     let m = gw.metrics().await;
     let hedges = metric(&m, "meridian_hedges_total", &[("route", "api")]).unwrap_or(0.0);
@@ -525,7 +721,12 @@ async fn when_every_endpoint_is_ejected_the_gateway_fails_open_and_says_so() {
     }
     let t = table(
         1,
-        vec![route_with("api", "/", &[("svc@v1", 100)], json!({"retry": {"attempts": 1}}))],
+        vec![route_with(
+            "api",
+            "/",
+            &[("svc@v1", 100)],
+            json!({"retry": {"attempts": 1}}),
+        )],
         vec![subset_in(
             "svc@v1",
             &local(&ups),
@@ -535,8 +736,12 @@ async fn when_every_endpoint_is_ejected_the_gateway_fails_open_and_says_so() {
     let gw = Gw::start(&t, "").await;
     let c = client();
     run_load(&c, LoadSpec::new(gw.url("/x"), 20, 1)).await;
-    gw.wait_metric_at_least("meridian_outlier_ejections_total", &[("subset", "svc@v1")], 2.0)
-        .await;
+    gw.wait_metric_at_least(
+        "meridian_outlier_ejections_total",
+        &[("subset", "svc@v1")],
+        2.0,
+    )
+    .await;
     for u in &ups {
         u.set_fault(Fault::None);
     }
@@ -544,18 +749,32 @@ async fn when_every_endpoint_is_ejected_the_gateway_fails_open_and_says_so() {
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-meridian-fail-open"), "1");
     let m = gw.metrics().await;
-    assert!(metric(&m, "meridian_outlier_fail_open_total", &[("subset", "svc@v1")]).unwrap_or(0.0) >= 1.0);
+    assert!(
+        metric(
+            &m,
+            "meridian_outlier_fail_open_total",
+            &[("subset", "svc@v1")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_closed_by_the_upstream_costs_no_error() {
     // One endpoint only: the retry after a stale pooled connection has to go back to it, on a
     // fresh connection.
-    let up = MockUpstream::start(UpstreamConfig::new("solo")).await.expect("up");
+    let up = MockUpstream::start(UpstreamConfig::new("solo"))
+        .await
+        .expect("up");
     let t = table(
         1,
         vec![route_with("api", "/", &[("svc@v1", 100)], json!({}))],
-        vec![subset_in("svc@v1", &local(std::slice::from_ref(&up)), json!({}))],
+        vec![subset_in(
+            "svc@v1",
+            &local(std::slice::from_ref(&up)),
+            json!({}),
+        )],
     );
     let gw = Gw::start(&t, "").await;
     let c = client();
@@ -567,6 +786,10 @@ async fn a_pooled_connection_closed_by_the_upstream_costs_no_error() {
         up.set_fault(Fault::Refuse);
         up.set_fault(Fault::None);
         let r = get(&c, &gw.url("/x"), &[]).await;
-        assert_eq!(r.status(), 200, "round {round}: the stale pooled connection cost an error");
+        assert_eq!(
+            r.status(),
+            200,
+            "round {round}: the stale pooled connection cost an error"
+        );
     }
 }

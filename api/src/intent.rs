@@ -274,7 +274,8 @@ fn valid_dns_name(host: &str) -> bool {
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -292,7 +293,10 @@ pub fn validate_intent(intent: &Intent) -> Result<(), Errors> {
     for (i, r) in intent.regions.iter().enumerate() {
         let p = index("regions", i);
         if !valid_part(&r.name) {
-            errs.push(join(&p, "name"), "must be a non-empty name without '@' or spaces");
+            errs.push(
+                join(&p, "name"),
+                "must be a non-empty name without '@' or spaces",
+            );
         }
         if !regions.insert(r.name.as_str()) {
             errs.push(join(&p, "name"), format!("duplicate region '{}'", r.name));
@@ -327,7 +331,10 @@ pub fn validate_intent(intent: &Intent) -> Result<(), Errors> {
     for (i, s) in intent.services.iter().enumerate() {
         let p = index("services", i);
         if !valid_part(&s.name) {
-            errs.push(join(&p, "name"), "must be a non-empty name without '@' or spaces");
+            errs.push(
+                join(&p, "name"),
+                "must be a non-empty name without '@' or spaces",
+            );
         }
         if !services.insert(s.name.as_str()) {
             errs.push(join(&p, "name"), format!("duplicate service '{}'", s.name));
@@ -340,7 +347,10 @@ pub fn validate_intent(intent: &Intent) -> Result<(), Errors> {
         for (j, v) in s.versions.iter().enumerate() {
             let vp = index(&join(&p, "versions"), j);
             if !valid_part(&v.name) {
-                errs.push(join(&vp, "name"), "must be a non-empty name without '@' or spaces");
+                errs.push(
+                    join(&vp, "name"),
+                    "must be a non-empty name without '@' or spaces",
+                );
             }
             if !versions.insert(v.name.as_str()) {
                 errs.push(join(&vp, "name"), format!("duplicate version '{}'", v.name));
@@ -395,7 +405,10 @@ fn check_health(h: &HealthCheck, p: &str, errs: &mut Errors) {
         errs.push(join(p, "path"), format!("'{}' must start with '/'", h.path));
     }
     if !(100..=599).contains(&h.expect_status) {
-        errs.push(join(p, "expect_status"), "must be an HTTP status, 100 to 599");
+        errs.push(
+            join(p, "expect_status"),
+            "must be an HTTP status, 100 to 599",
+        );
     }
     if !(10..=3_600_000).contains(&h.interval_ms) {
         errs.push(join(p, "interval_ms"), "must be between 10 and 3600000");
@@ -422,7 +435,10 @@ fn check_endpoints(v: &ServiceVersion, vp: &str, regions: &BTreeSet<&str>, errs:
     for (region, list) in &v.endpoints {
         let rp = join(&ep, region);
         if !regions.contains(region.as_str()) {
-            errs.push(rp.clone(), format!("unknown region '{region}' (declare it under regions)"));
+            errs.push(
+                rp.clone(),
+                format!("unknown region '{region}' (declare it under regions)"),
+            );
         }
         for (k, e) in list.iter().enumerate() {
             let p = index(&rp, k);
@@ -434,7 +450,10 @@ fn check_endpoints(v: &ServiceVersion, vp: &str, regions: &BTreeSet<&str>, errs:
             match parse_address(&d.address) {
                 Ok(a) => {
                     if !seen.insert(a) {
-                        errs.push(ap, format!("duplicate endpoint '{}' in this version", d.address));
+                        errs.push(
+                            ap,
+                            format!("duplicate endpoint '{}' in this version", d.address),
+                        );
                     }
                 }
                 Err(msg) => errs.push(ap, msg),
@@ -474,9 +493,12 @@ pub fn intent_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The bytes of each file of an intent, by file name.
+pub type RawFiles = Vec<(String, Vec<u8>)>;
+
 /// Reads, merges and validates the intent at `path` (a file or a folder). Returns the intent and
 /// the exact bytes read (file name, content), so a caller can tell whether anything changed.
-pub fn read_intent(path: &Path) -> Result<(Intent, Vec<(String, Vec<u8>)>), Errors> {
+pub fn read_intent(path: &Path) -> Result<(Intent, RawFiles), Errors> {
     let mut errs = Errors::default();
     let files = intent_files(path).map_err(|e| {
         let mut errs = Errors::default();
@@ -484,7 +506,10 @@ pub fn read_intent(path: &Path) -> Result<(Intent, Vec<(String, Vec<u8>)>), Erro
         errs
     })?;
     if files.is_empty() {
-        errs.push("", format!("{}: no .yaml, .yml or .json file", path.display()));
+        errs.push(
+            "",
+            format!("{}: no .yaml, .yml or .json file", path.display()),
+        );
         return Err(errs);
     }
     let mut parts = Vec::new();
@@ -546,7 +571,10 @@ fn merge(parts: Vec<(String, Intent)>) -> (Intent, Owners) {
             out.regions.push(r);
         }
         for (k, s) in i.services.into_iter().enumerate() {
-            owners.entry("services").or_default().push((file.clone(), k));
+            owners
+                .entry("services")
+                .or_default()
+                .push((file.clone(), k));
             out.services.push(s);
         }
         for (k, r) in i.routes.into_iter().enumerate() {

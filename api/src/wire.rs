@@ -297,10 +297,9 @@ mod tests {
 
     #[test]
     fn readers_ignore_unknown_fields_and_refuse_newer_wires() {
-        let r: Report = serde_json::from_str(
-            r#"{"wire":1,"gateway":"g","region":"r","future_field":[1,2]}"#,
-        )
-        .expect("unknown fields are tolerated");
+        let r: Report =
+            serde_json::from_str(r#"{"wire":1,"gateway":"g","region":"r","future_field":[1,2]}"#)
+                .expect("unknown fields are tolerated");
         assert!(check_wire(r.wire).is_ok());
         assert!(check_wire(WIRE_VERSION + 1).is_err());
     }

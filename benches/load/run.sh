@@ -60,7 +60,9 @@ Usage: benches/load/run.sh [options]
   --only "T1 T2"        targets (default "nginx haproxy meridian"); also Meridian variants
                         for A/B in the same run: meridian-nolog (no access log),
                         meridian-jemalloc, meridian-mimalloc (allocator by LD_PRELOAD,
-                        from Debian's libjemalloc2 / libmimalloc2.0)
+                        from Debian's libjemalloc2 / libmimalloc2.0); and a bare Pingora
+                        proxy with default settings (benches/bare-pingora): pingora, and
+                        pingora-nosteal (work_stealing off)
   --latency-tool T      oha or hey (default: oha if found or installable, else hey)
   --meridian PATH       use this meridian binary instead of building one
   --no-build            use the already built target/release/meridian
@@ -103,7 +105,7 @@ for r in $RATES; do
     [[ $r =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: not a rate: $r" >&2; exit 2; }
 done
 for t in $ONLY; do
-    [[ $t =~ ^(nginx|haproxy|meridian|meridian-nolog|meridian-jemalloc|meridian-mimalloc)$ ]] ||
+    [[ $t =~ ^(nginx|haproxy|meridian|meridian-nolog|meridian-jemalloc|meridian-mimalloc|pingora|pingora-nosteal)$ ]] ||
         { echo "run.sh: unknown target $t" >&2; exit 2; }
 done
 
@@ -170,16 +172,18 @@ apt_install() {
         chmod 755 "$POLICY_RC"
     fi
     log "apt-get install $*"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
-        die "could not install $* from Debian's packages; install them by hand"
+    local rc=0
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
     if [[ -n $POLICY_RC ]]; then rm -f "$POLICY_RC"; POLICY_RC=""; fi
+    if ((rc)); then log "could not install $* from Debian's packages"; fi
+    return "$rc"
 }
 
 # The path of a shared library known to the dynamic loader.
 shared_lib() { ldconfig -p 2>/dev/null | awk -v n="$1" '$1 == n { print $NF; found = 1; exit } END { exit !found }'; }
 
 ensure_tools() {
-    local pkgs=()
+    local pkgs=() p c
     PATH="$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin"
     if ! command -v nginx >/dev/null; then
         if apt_candidate nginx-light || ((!APT_UPDATED)); then pkgs+=(nginx-light); else pkgs+=(nginx); fi
@@ -191,12 +195,16 @@ ensure_tools() {
     if [[ $ONLY == *meridian-jemalloc* ]] && ! shared_lib libjemalloc.so.2 >/dev/null; then pkgs+=(libjemalloc2); fi
     if [[ $ONLY == *meridian-mimalloc* ]] && ! shared_lib libmimalloc.so.2 >/dev/null; then pkgs+=(libmimalloc2.0); fi
     if ((${#pkgs[@]})); then
-        apt_install "${pkgs[@]}" || true
-        # nginx-light is not in every release; fall back to nginx.
-        if ! command -v nginx >/dev/null; then apt_install nginx; fi
+        if ! apt_install "${pkgs[@]}"; then
+            # One at a time, so that one missing package does not block the others; nginx-light
+            # is not in every release, so nginx stands in for it.
+            for p in "${pkgs[@]}"; do apt_install "$p" || true; done
+            if ! command -v nginx >/dev/null; then apt_install nginx || true; fi
+        fi
     fi
     for c in nginx haproxy wrk python3; do
-        command -v "$c" >/dev/null || die "$c is still missing after the install step"
+        command -v "$c" >/dev/null ||
+            die "$c is missing and could not be installed; install it by hand (Debian: apt-get install ${c/nginx/nginx-light})"
     done
 
     [[ -z $RATES ]] && { LATENCY_TOOL=none; return; }
@@ -220,7 +228,7 @@ ensure_tools() {
     if [[ $LATENCY_TOOL == hey ]] && ! command -v hey >/dev/null; then
         if ((INSTALL)) && { ((APT_UPDATED)) || as_root apt-get update -qq >/dev/null; } && apt_candidate hey; then
             APT_UPDATED=1
-            apt_install hey
+            apt_install hey || true
         fi
     fi
     if [[ $LATENCY_TOOL == oha ]] && ! command -v oha >/dev/null; then
@@ -247,6 +255,14 @@ if [[ -z $MERIDIAN_BIN ]]; then
     fi
 fi
 [[ -x $MERIDIAN_BIN ]] || die "no meridian binary at $MERIDIAN_BIN"
+PINGORA_BIN="${CARGO_TARGET_DIR:-$REPO/target}/bare-pingora/release/bare-pingora"
+if [[ $ONLY == *pingora* ]]; then
+    if ((BUILD)) || [[ ! -x $PINGORA_BIN ]]; then
+        log "cargo build --release benches/bare-pingora"
+        cargo build --release -q --locked --manifest-path "$REPO/benches/bare-pingora/Cargo.toml" \
+            --target-dir "${CARGO_TARGET_DIR:-$REPO/target}/bare-pingora" || die "the bare-pingora build failed"
+    fi
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 3. Servers.
@@ -542,6 +558,21 @@ print(b["listeners"][0].rsplit(":", 1)[1], b["admin"].rsplit(":", 1)[1])' "$d/po
     TPIDS[$name]=$pid
 }
 
+# A bare Pingora proxy (benches/bare-pingora): the reference for what Pingora itself costs.
+start_pingora_variant() { # name
+    local name=$1 d="$WORK/$1" pid port steal=1
+    [[ $name == pingora-nosteal ]] && steal=0
+    mkdir -p "$d"
+    port=$(free_ports 1)
+    env BARE_WORK_STEALING="$steal" RUST_LOG="${RUST_LOG:-info}" "$PINGORA_BIN" "127.0.0.1:$port" \
+        "127.0.0.1:$O1" "127.0.0.1:$O2" "127.0.0.1:$O3" "127.0.0.1:$O4" >"$d/pingora.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_ready "$name" "$pid" "$port" "$PATH_BENCH"
+    PORT[$name]=$port
+    TPIDS[$name]=$pid
+}
+
 log "temp dir $WORK; origin on 127.0.0.1:$O1,$O2,$O3,$O4"
 start_origin
 ORIGIN_PIDS=$(tree_pids "$ORIGIN_PID")
@@ -550,6 +581,7 @@ for t in $ONLY; do
     nginx) start_nginx; PORT[nginx]=$NGINX_PORT TPIDS[nginx]=$(tree_pids "$NGINX_PID") ;;
     haproxy) start_haproxy; PORT[haproxy]=$HAPROXY_PORT TPIDS[haproxy]=$HAPROXY_PID ;;
     meridian*) start_meridian_variant "$t" ;;
+    pingora*) start_pingora_variant "$t" ;;
     esac
 done
 for t in $ONLY; do log "$t on 127.0.0.1:${PORT[$t]} (pids $(echo "${TPIDS[$t]}" | xargs))"; done

@@ -13,7 +13,16 @@ import json
 import statistics
 import sys
 
-ORDER = ["nginx", "haproxy", "meridian", "meridian-nolog", "meridian-jemalloc", "meridian-mimalloc"]
+ORDER = [
+    "nginx",
+    "haproxy",
+    "meridian",
+    "meridian-nolog",
+    "meridian-jemalloc",
+    "meridian-mimalloc",
+    "pingora",
+    "pingora-nosteal",
+]
 
 
 def num(v):
@@ -50,8 +59,9 @@ def main():
         meta = json.load(f)
     rates = [int(r) for r in meta["settings"]["rates"]]
     targets = [t for t in ORDER if t in meta["settings"]["targets"]]
-    ours = [t for t in targets if t.startswith("meridian")]
-    peers = [t for t in targets if not t.startswith("meridian")] if ours else []
+    # Ratios: Meridian (and its variants, and the bare Pingora reference) to each peer.
+    ours = [t for t in targets if t.startswith(("meridian", "pingora"))]
+    peers = [t for t in targets if t in ("nginx", "haproxy")]
 
     summary = {}
     for t in targets:

@@ -65,6 +65,10 @@ pub struct HealthFile {
     /// so a restarted control plane does not publish unchecked endpoints. Default: 3000 ms.
     #[serde(default = "warmup")]
     pub warmup_ms: u64,
+    /// Reuse each endpoint's connection between checks. Turn off for tens of thousands of
+    /// endpoints on a host with a low file-descriptor limit. Default: true.
+    #[serde(default = "yes")]
+    pub keep_alive: bool,
 }
 
 impl Default for HealthFile {
@@ -72,6 +76,7 @@ impl Default for HealthFile {
         HealthFile {
             concurrency: concurrency(),
             warmup_ms: warmup(),
+            keep_alive: yes(),
         }
     }
 }
@@ -98,7 +103,7 @@ impl Default for RttFile {
 }
 
 /// DNS settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsFile {
     /// Name servers as `ip:port` (UDP). Default: none, meaning the system's (`/etc/resolv.conf`).
@@ -109,6 +114,18 @@ pub struct DnsFile {
     pub min_refresh_ms: u64,
 }
 
+impl Default for DnsFile {
+    fn default() -> Self {
+        DnsFile {
+            servers: Vec::new(),
+            min_refresh_ms: min_refresh(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
 fn intent_poll() -> u64 {
     500
 }
@@ -148,6 +165,8 @@ pub struct ControlConfig {
     pub health_concurrency: usize,
     /// Warm-up before the first publish.
     pub warmup: Duration,
+    /// Health-check connection reuse.
+    pub health_keep_alive: bool,
     /// RTT probe interval.
     pub rtt_interval: Duration,
     /// Endpoints probed per region.
@@ -187,7 +206,10 @@ impl TryFrom<(ControlFile, &Path)> for ControlConfig {
         let mut errs = Errors::default();
         let listen = f.listen.parse::<SocketAddr>().ok();
         if listen.is_none() {
-            errs.push("listen", format!("'{}' is not an ip:port address", f.listen));
+            errs.push(
+                "listen",
+                format!("'{}' is not an ip:port address", f.listen),
+            );
         }
         if f.tokens.is_empty() {
             errs.push("tokens", "must have at least one token");
@@ -251,6 +273,7 @@ impl TryFrom<(ControlFile, &Path)> for ControlConfig {
             tokens,
             health_concurrency: f.health.concurrency,
             warmup: Duration::from_millis(f.health.warmup_ms),
+            health_keep_alive: f.health.keep_alive,
             rtt_interval: Duration::from_millis(f.rtt.interval_ms),
             rtt_endpoints: f.rtt.endpoints_per_region,
             dns_servers,
@@ -271,7 +294,10 @@ mod tests {
         let c = ControlConfig::parse(text, Path::new("/etc/m")).expect("valid");
         assert_eq!(c.intent, Path::new("/etc/m/intent.yaml"));
         assert_eq!(c.audit_log, Path::new("/etc/m/state/audit.jsonl"));
-        assert_eq!(c.tokens.get("secret-token-1").map(String::as_str), Some("gw"));
+        assert_eq!(
+            c.tokens.get("secret-token-1").map(String::as_str),
+            Some("gw")
+        );
         assert_eq!(c.health_concurrency, 256);
     }
 

@@ -36,11 +36,17 @@ impl Admin {
             "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             "/readyz" => {
                 let snap = gw.snapshot.load();
+                let note = gw
+                    .source_note
+                    .load()
+                    .as_ref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
                 match snap.as_ref() {
                     Some(s) => reply(
                         StatusCode::OK,
                         "text/plain",
-                        format!("ready: table version {}\n", s.version).into_bytes(),
+                        format!("ready: table version {}{note}\n", s.version).into_bytes(),
                     ),
                     None => {
                         let why = gw
@@ -52,7 +58,7 @@ impl Admin {
                         reply(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "text/plain",
-                            format!("not ready: {why}\n").into_bytes(),
+                            format!("not ready: {why}{note}\n").into_bytes(),
                         )
                     }
                 }
@@ -62,7 +68,12 @@ impl Admin {
                 let rejection = gw.last_rejection.load().as_ref().map(|r| r.to_string());
                 let body = serde_json::json!({
                     "region": gw.config.region,
-                    "source": gw.config.table_file.display().to_string(),
+                    "source": gw
+                        .source_note
+                        .load()
+                        .as_ref()
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| gw.config.table_file.display().to_string()),
                     "last_rejection": rejection,
                     "table": snap.as_ref().map(|s| &s.table),
                 });

@@ -15,6 +15,14 @@
 //! admin: "127.0.0.1:9901"
 //! table: { file: table.yaml }
 //! ```
+//!
+//! Or, fed by control planes (see [`ControlSourceFile`]):
+//!
+//! ```yaml
+//! table:
+//!   control: { urls: ["http://10.0.0.5:7100", "http://10.0.1.5:7100"], token: "..." }
+//!   last_known_good: /var/lib/meridian/table.json
+//! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -91,15 +99,110 @@ pub struct CertFile {
     pub key: PathBuf,
 }
 
-/// Where the table comes from. Today: a watched file.
+/// Where the table comes from: exactly one of a watched `file` or a `control` plane.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableSourceFile {
     /// Table file, relative to the config file. Watched; a valid change is applied atomically.
-    pub file: PathBuf,
+    /// Default: none.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
     /// How often the file is checked for changes. Default: 500 ms.
     #[serde(default = "poll")]
     pub poll_ms: u64,
+    /// Control planes to watch for tables. Default: none.
+    #[serde(default)]
+    pub control: Option<ControlSourceFile>,
+    /// With `control`: where the last applied table is written (atomically), and served from
+    /// when the gateway starts with no control plane reachable. Relative to the config file.
+    /// Default: `last-known-good.json` next to the config file.
+    #[serde(default)]
+    pub last_known_good: Option<PathBuf>,
+}
+
+/// The control-plane table source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSourceFile {
+    /// Base URLs of the control-plane replicas, e.g. `http://10.0.0.5:7100`. At least one;
+    /// the gateway fails over between them in order.
+    pub urls: Vec<String>,
+    /// Bearer token. Default: none.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Region whose table to watch. Default: the gateway's region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// This gateway's identity in reports. Default: `<hostname>-<pid>`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// How often applied version and SLIs are reported. Default: 2000 ms.
+    #[serde(default = "report_every")]
+    pub report_interval_ms: u64,
+    /// How long a long poll may be held by the control plane. Default: 25000 ms.
+    #[serde(default = "long_poll")]
+    pub long_poll_ms: u64,
+    /// Limits this gateway puts on any table, on top of the table's own validation. A table
+    /// over them is refused (NACKed). Default: see [`TableLimits`].
+    #[serde(default)]
+    pub limits: TableLimits,
+}
+
+/// The most a gateway accepts in one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableLimits {
+    /// Routes. Default: 10000.
+    #[serde(default = "ten_k")]
+    pub max_routes: usize,
+    /// Subsets. Default: 10000.
+    #[serde(default = "ten_k")]
+    pub max_subsets: usize,
+    /// Endpoints, all subsets together. Default: 100000.
+    #[serde(default = "hundred_k")]
+    pub max_endpoints: usize,
+}
+
+impl Default for TableLimits {
+    fn default() -> Self {
+        TableLimits {
+            max_routes: ten_k(),
+            max_subsets: ten_k(),
+            max_endpoints: hundred_k(),
+        }
+    }
+}
+
+fn report_every() -> u64 {
+    2_000
+}
+fn long_poll() -> u64 {
+    25_000
+}
+fn ten_k() -> usize {
+    10_000
+}
+fn hundred_k() -> usize {
+    100_000
+}
+
+/// A validated control-plane source.
+#[derive(Debug, Clone)]
+pub struct ControlSource {
+    /// Base URLs, without a trailing `/`.
+    pub urls: Vec<String>,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// Region whose table is watched.
+    pub region: String,
+    /// Identity in reports.
+    pub id: String,
+    /// Report interval.
+    pub report_interval: Duration,
+    /// Long-poll hold asked for.
+    pub long_poll: Duration,
+    /// Table limits.
+    pub limits: TableLimits,
 }
 
 /// Default upstream timeouts in milliseconds.
@@ -173,8 +276,10 @@ pub struct GatewayConfig {
     pub listeners: Vec<Listener>,
     /// Admin listener.
     pub admin: SocketAddr,
-    /// Table file.
+    /// Table file: the watched file, or with `control`, the last-known-good file.
     pub table_file: PathBuf,
+    /// The control-plane source, when the table comes from one.
+    pub control: Option<ControlSource>,
     /// Table file poll interval.
     pub table_poll: Duration,
     /// Default upstream timeouts.
@@ -259,6 +364,7 @@ impl TryFrom<(GatewayFile, &Path)> for GatewayConfig {
         if f.table.poll_ms == 0 || f.table.poll_ms > 60_000 {
             errs.push("table.poll_ms", "must be between 1 and 60000");
         }
+        let (table_file, control) = table_source(&f, base, &mut errs);
         for (name, v) in [
             ("connect_ms", f.timeouts.connect_ms),
             ("read_ms", f.timeouts.read_ms),
@@ -300,7 +406,8 @@ impl TryFrom<(GatewayFile, &Path)> for GatewayConfig {
             region: f.region,
             listeners,
             admin,
-            table_file: base.join(&f.table.file),
+            table_file,
+            control,
             table_poll: Duration::from_millis(f.table.poll_ms),
             timeouts: Timeouts {
                 connect: Duration::from_millis(f.timeouts.connect_ms),
@@ -314,6 +421,99 @@ impl TryFrom<(GatewayFile, &Path)> for GatewayConfig {
             debug_headers: f.debug_headers,
         })
     }
+}
+
+fn table_source(
+    f: &GatewayFile,
+    base: &Path,
+    errs: &mut Errors,
+) -> (PathBuf, Option<ControlSource>) {
+    let t = &f.table;
+    match (&t.file, &t.control) {
+        (Some(file), None) => {
+            if t.last_known_good.is_some() {
+                errs.push("table.last_known_good", "only applies with table.control");
+            }
+            (base.join(file), None)
+        }
+        (None, Some(c)) => {
+            if c.urls.is_empty() {
+                errs.push("table.control.urls", "must list at least one URL");
+            }
+            let mut urls = Vec::new();
+            for (i, u) in c.urls.iter().enumerate() {
+                let ok = (u.starts_with("http://") || u.starts_with("https://"))
+                    && u.parse::<http::Uri>().is_ok_and(|x| x.host().is_some());
+                if !ok {
+                    errs.push(
+                        index("table.control.urls", i),
+                        format!("'{u}' is not an http:// or https:// URL"),
+                    );
+                }
+                urls.push(u.trim_end_matches('/').to_string());
+            }
+            if let Some(tok) = &c.token {
+                if tok.is_empty() || http::HeaderValue::from_str(tok).is_err() {
+                    errs.push(
+                        "table.control.token",
+                        "must be a non-empty header-safe string",
+                    );
+                }
+            }
+            if !(100..=600_000).contains(&c.report_interval_ms) {
+                errs.push(
+                    "table.control.report_interval_ms",
+                    "must be between 100 and 600000",
+                );
+            }
+            if !(100..=60_000).contains(&c.long_poll_ms) {
+                errs.push(
+                    "table.control.long_poll_ms",
+                    "must be between 100 and 60000",
+                );
+            }
+            let l = &c.limits;
+            for (name, v) in [
+                ("max_routes", l.max_routes),
+                ("max_subsets", l.max_subsets),
+                ("max_endpoints", l.max_endpoints),
+            ] {
+                if v == 0 {
+                    errs.push(join("table.control.limits", name), "must be >= 1");
+                }
+            }
+            let lkg = t
+                .last_known_good
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("last-known-good.json"));
+            let region = c.region.clone().unwrap_or_else(|| f.region.clone());
+            let id = c.id.clone().unwrap_or_else(default_id);
+            let control = ControlSource {
+                urls,
+                token: c.token.clone(),
+                region,
+                id,
+                report_interval: Duration::from_millis(c.report_interval_ms),
+                long_poll: Duration::from_millis(c.long_poll_ms),
+                limits: c.limits,
+            };
+            (base.join(lkg), Some(control))
+        }
+        _ => {
+            errs.push("table", "give exactly one of file or control");
+            (PathBuf::new(), None)
+        }
+    }
+}
+
+/// `<hostname>-<pid>`.
+fn default_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".into());
+    format!("{host}-{}", std::process::id())
 }
 
 fn parse_addr(text: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> {
@@ -376,6 +576,29 @@ mod tests {
             "timeouts.connect_ms: must be",
         ] {
             assert!(err.contains(want), "missing {want} in {err}");
+        }
+    }
+
+    #[test]
+    fn a_control_source_takes_defaults() {
+        let text = "region: eu\nlisteners: [{address: '127.0.0.1:0'}]\nadmin: '127.0.0.1:0'\ntable: {control: {urls: ['http://127.0.0.1:7100/'], token: 'abc'}}\n";
+        let c = GatewayConfig::parse(text, Path::new("/etc/m")).expect("valid");
+        let ctl = c.control.expect("control source");
+        assert_eq!(ctl.urls, vec!["http://127.0.0.1:7100".to_string()]);
+        assert_eq!(ctl.region, "eu");
+        assert_eq!(c.table_file, Path::new("/etc/m/last-known-good.json"));
+    }
+
+    #[test]
+    fn exactly_one_table_source() {
+        for table in [
+            "{}",
+            "{file: t.yaml, control: {urls: ['http://x:1']}}",
+            "{control: {urls: ['ftp://x']}}",
+        ] {
+            let text = format!("region: eu\nlisteners: [{{address: '127.0.0.1:0'}}]\nadmin: '127.0.0.1:0'\ntable: {table}\n");
+            let err = GatewayConfig::parse(&text, Path::new("."));
+            assert!(err.is_err(), "{table} should be refused");
         }
     }
 

@@ -195,7 +195,9 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result
         .ok_or_else(|| Error::new(ErrorType::InvalidHTTPHeader))?;
     decorate_response(gw.config.debug_headers, &mut resp, ctx)?;
     let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(resp), head_only).await?;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
     if !head_only {
         loop {
             if ctx.deadline.is_some_and(|d| Instant::now() > d) {
@@ -291,7 +293,12 @@ fn pick_hedge(ctx: &mut Ctx, r: &RouteRt) -> Option<(usize, EndpointRt)> {
     // Two draws: keep the first that lands in a new zone, else the first draw.
     let mut fallback = None;
     for _ in 0..2 {
-        if let Picked::Endpoint { tier, ep, fail_open: false } = subset.pick(&mut ctx.rng, &opts) {
+        if let Picked::Endpoint {
+            tier,
+            ep,
+            fail_open: false,
+        } = subset.pick(&mut ctx.rng, &opts)
+        {
             if !used_zones.contains(&ep.zone) {
                 return Some((tier, ep.clone()));
             }

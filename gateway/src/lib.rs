@@ -7,6 +7,8 @@ pub mod admin;
 pub mod balance;
 pub mod budget;
 pub mod config;
+pub mod control_cli;
+pub mod control_sync;
 pub mod demo;
 pub mod errors;
 pub mod hedge;

@@ -1,4 +1,4 @@
-//! The `meridian` binary: `gateway`, `validate` and `demo`.
+//! The `meridian` binary: `gateway`, `control`, `tables`, `push`, `validate` and `demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +28,35 @@ enum Cmd {
         /// Files or folders.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+    /// Run a control plane: health checks, table builder, publisher.
+    Control {
+        /// Control-plane config (YAML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Write the bound API address here as JSON once listening (useful with port 0).
+        #[arg(long)]
+        ports_file: Option<PathBuf>,
+    },
+    /// Show what a control plane serves: tables, gateways and their versions, endpoint health.
+    Tables {
+        /// Control-plane base URL, e.g. http://127.0.0.1:7100.
+        #[arg(long)]
+        control: String,
+        /// Bearer token (default: $MERIDIAN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Validate an intent file locally, then push it to a control plane.
+    Push {
+        /// Control-plane base URL.
+        #[arg(long)]
+        control: String,
+        /// Bearer token (default: $MERIDIAN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        /// The intent (YAML or JSON).
+        file: PathBuf,
     },
     /// Two regions, stable and canary upstreams, load and a live view, all in this process.
     Demo {
@@ -69,6 +98,42 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Control { config, ports_file } => {
+            init_logs();
+            match meridian_control::run_blocking(&config, ports_file) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("meridian control: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Tables { control, token } => {
+            match meridian_gateway::control_cli::tables(&control, token) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("meridian tables: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Push {
+            control,
+            token,
+            file,
+        } => match meridian_gateway::control_cli::push(&control, token, &file) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(text) => {
+                eprint!("{text}");
+                ExitCode::from(1)
+            }
+        },
         Cmd::Demo { duration, rate } => {
             let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
             let _ = tracing_subscriber::fmt()
@@ -87,19 +152,24 @@ fn main() -> ExitCode {
 }
 
 fn run_gateway(config: &std::path::Path, ports_file: Option<PathBuf>) -> anyhow::Result<()> {
-    use meridian_gateway::{config::GatewayConfig, server, state::Gateway, sync};
+    use meridian_gateway::{config::GatewayConfig, control_sync, server, state::Gateway, sync};
     let cfg = GatewayConfig::load(config)
         .map_err(|errs| anyhow::anyhow!("invalid config {}:\n{errs}", config.display()))?;
     let gw = Gateway::new(cfg)?;
     let mut last = None;
-    if !sync::poll_once(&gw, &mut last) {
+    let from_control = gw.config.control.is_some();
+    if from_control {
+        control_sync::start(gw.clone())?;
+    } else if !sync::poll_once(&gw, &mut last) {
         tracing::warn!(
             "starting without a routing table; /readyz stays 503 until a valid one appears"
         );
     }
     let mut srv = server::new_server(std::time::Duration::from_secs(1))?;
     let bound = server::add_gateway(&mut srv, &gw)?;
-    sync::watch_file_from(gw.clone(), last)?;
+    if !from_control {
+        sync::watch_file_from(gw.clone(), last)?;
+    }
     let report = serde_json::to_string(&bound)?;
     tracing::info!(listeners = ?bound.listeners, admin = %bound.admin, "meridian gateway listening");
     if let Some(p) = ports_file {

@@ -193,7 +193,11 @@ impl Ctx {
 
 impl Ctx {
     /// The first attempt's endpoint, or the refusal to send back.
-    pub(crate) fn first_pick(&mut self, r: &RouteRt, subset: &SubsetRt) -> Result<(usize, EndpointRt)> {
+    pub(crate) fn first_pick(
+        &mut self,
+        r: &RouteRt,
+        subset: &SubsetRt,
+    ) -> Result<(usize, EndpointRt)> {
         let opts = PickOpts {
             allowed: &r.allowed,
             restricted: r.restricted,
@@ -202,7 +206,11 @@ impl Ctx {
             now: now_ns(),
         };
         match subset.pick(&mut self.rng, &opts) {
-            Picked::Endpoint { tier, ep, fail_open } => {
+            Picked::Endpoint {
+                tier,
+                ep,
+                fail_open,
+            } => {
                 if fail_open {
                     self.fail_open = true;
                     subset.state.counters.fail_open.inc();
@@ -213,7 +221,10 @@ impl Ctx {
                 r.state.counters.residency_refusals.inc();
                 Err(Error::explain(RESIDENCY, format!("route {}", r.name)))
             }
-            Picked::Nothing => Err(Error::explain(NO_ENDPOINT, format!("subset {}", subset.name))),
+            Picked::Nothing => Err(Error::explain(
+                NO_ENDPOINT,
+                format!("subset {}", subset.name),
+            )),
         }
     }
 
@@ -264,7 +275,11 @@ pub(crate) fn forward_headers(session: &Session, up: &mut RequestHeader, ctx: &C
         .and_then(|a| a.as_inet())
         .map(|a| a.ip().to_string());
     if let Some(ip) = client_ip {
-        let xff = match up.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match up
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
             _ => ip,
         };
@@ -294,7 +309,11 @@ pub(crate) fn forward_headers(session: &Session, up: &mut RequestHeader, ctx: &C
 }
 
 /// Adds the gateway's own headers to a response going to the client.
-pub(crate) fn decorate_response(debug: bool, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+pub(crate) fn decorate_response(
+    debug: bool,
+    resp: &mut ResponseHeader,
+    ctx: &mut Ctx,
+) -> Result<()> {
     ctx.sent_downstream = true;
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     if ctx.fail_open {
@@ -496,7 +515,12 @@ impl ProxyHttp for Proxy {
         ctx.guard = Some(ep.stats.begin());
         ctx.upstream_start = Some(Instant::now());
         ctx.got_headers = false;
-        Ok(Box::new(peer_for(r, &ep, ctx.deadline, self.0.config.upstream_idle_timeout)))
+        Ok(Box::new(peer_for(
+            r,
+            &ep,
+            ctx.deadline,
+            self.0.config.upstream_idle_timeout,
+        )))
     }
     fn fail_to_connect(
         &self,

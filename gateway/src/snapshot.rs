@@ -428,7 +428,9 @@ impl SubsetRt {
             .iter()
             .enumerate()
             .map(|(i, eps)| RegionHealth {
-                healthy: if o.allowed.get(i).copied().unwrap_or(false) && o.avoid & (1 << i.min(63)) == 0 {
+                healthy: if o.allowed.get(i).copied().unwrap_or(false)
+                    && o.avoid & (1 << i.min(63)) == 0
+                {
                     eps.iter().filter(|e| usable(e)).map(|e| e.weight).sum()
                 } else {
                     0.0
@@ -471,14 +473,25 @@ impl SubsetRt {
             if !allowed(tier) {
                 continue;
             }
-            let cands: Vec<&EndpointRt> = eps.iter().filter(|e| !o.tried.contains(&e.addr)).collect();
-            if let Some(i) = crate::balance::p2c(cands.len(), rng, |i| cands[i].stats.cost(o.now), |i| cands[i].weight) {
-                return Picked::Endpoint { tier, ep: cands[i], fail_open: true };
+            let cands: Vec<&EndpointRt> =
+                eps.iter().filter(|e| !o.tried.contains(&e.addr)).collect();
+            if let Some(i) = crate::balance::p2c(
+                cands.len(),
+                rng,
+                |i| cands[i].stats.cost(o.now),
+                |i| cands[i].weight,
+            ) {
+                return Picked::Endpoint {
+                    tier,
+                    ep: cands[i],
+                    fail_open: true,
+                };
             }
         }
-        let elsewhere = self.tiers.iter().enumerate().any(|(tier, eps)| {
-            !allowed(tier) && eps.iter().any(|e| !o.tried.contains(&e.addr))
-        });
+        let elsewhere =
+            self.tiers.iter().enumerate().any(|(tier, eps)| {
+                !allowed(tier) && eps.iter().any(|e| !o.tried.contains(&e.addr))
+            });
         if elsewhere {
             Picked::Residency
         } else {

@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
+use meridian_api::Table;
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
-use meridian_api::Table;
 
 use crate::accesslog::AccessLog;
 use crate::config::GatewayConfig;
@@ -35,6 +35,9 @@ pub struct Gateway {
     pub access_log: Option<AccessLog>,
     /// The reason the last table was refused, if the last attempt failed.
     pub last_rejection: ArcSwapOption<String>,
+    /// Where the table in force came from, for `/readyz` and `/table`, when the source says
+    /// more than the config does (e.g. `last-known-good ... (control plane unreachable)`).
+    pub source_note: ArcSwapOption<String>,
     /// The connector hedged requests use (the ordinary path uses Pingora's own).
     pub connector: SharedConnector,
     /// Endpoint stats carried across snapshots; only the (single) applier locks it.
@@ -65,6 +68,7 @@ impl Gateway {
             metrics,
             access_log,
             last_rejection: ArcSwapOption::empty(),
+            source_note: ArcSwapOption::empty(),
             connector,
             book: Mutex::new(StatsBook::new()),
         }))

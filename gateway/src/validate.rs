@@ -1,5 +1,6 @@
-//! `meridian validate`: checks gateway configs, routing tables and demo specs, telling them apart
-//! by their top-level keys, and reports every error with its file and field path.
+//! `meridian validate`: checks gateway configs, routing tables, demo specs, control-plane configs
+//! and intents, telling them apart by their top-level keys, and reports every error with its
+//! file and field path.
 
 use std::path::Path;
 
@@ -14,6 +15,10 @@ pub enum Kind {
     Gateway,
     /// A demo spec (has `upstreams`).
     Demo,
+    /// A control-plane config (has `tokens`).
+    Control,
+    /// An operator's intent (has `services`).
+    Intent,
     /// A routing table (anything else).
     Table,
 }
@@ -26,6 +31,10 @@ pub fn kind_of(text: &str) -> Kind {
         Kind::Gateway
     } else if has("upstreams") {
         Kind::Demo
+    } else if has("tokens") {
+        Kind::Control
+    } else if has("services") {
+        Kind::Intent
     } else {
         Kind::Table
     }
@@ -45,6 +54,12 @@ pub fn validate_file(path: &Path) -> Result<Kind, Errors> {
         }
         Kind::Demo => {
             crate::demo::spec::DemoSpec::parse(&text)?;
+        }
+        Kind::Control => {
+            meridian_control::ControlConfig::parse(&text, path.parent().unwrap_or(Path::new(".")))?;
+        }
+        Kind::Intent => {
+            meridian_api::intent::parse_intent(&text)?;
         }
         Kind::Table => {
             meridian_api::load::parse_table(&text)?;

@@ -42,7 +42,10 @@ fn every_error_is_collected_with_its_path() {
         .replace("failover: auto", "failover: fastest")
         .replace("failover: [us-east]", "failover: [mars]")
         .replace("127.0.0.1:8082", "not an address:x")
-        .replace("us-east: [\"127.0.0.1:9081\"]", "ap-south: [\"127.0.0.1:9081\"]")
+        .replace(
+            "us-east: [\"127.0.0.1:9081\"]",
+            "ap-south: [\"127.0.0.1:9081\"]",
+        )
         .replace("timeout_ms: 100", "timeout_ms: 900")
         .replace("subset: vitals@v2", "subset: vitals@v3")
         .replace("name: v2", "name: v1");

@@ -38,12 +38,16 @@ fn main() {
         .map(|a| a.parse().unwrap_or_else(|e| panic!("upstream {a}: {e}")))
         .collect();
     assert!(!upstreams.is_empty(), "at least one upstream");
-    let mut conf = ServerConf::default();
-    conf.threads = 1;
-    conf.work_stealing = std::env::var("BARE_WORK_STEALING").map_or(true, |v| v != "0");
-    let mut server = Server::new_with_opt_and_conf(None, conf.clone());
+    let steal = std::env::var("BARE_WORK_STEALING").map_or(true, |v| v != "0");
+    let make_conf = || {
+        let mut conf = ServerConf::default();
+        conf.threads = 1;
+        conf.work_stealing = steal;
+        conf
+    };
+    let mut server = Server::new_with_opt_and_conf(None, make_conf());
     server.bootstrap();
-    let conf = Arc::new(conf);
+    let conf = Arc::new(make_conf());
     let bare = Bare {
         upstreams,
         next: AtomicUsize::new(0),

@@ -1,0 +1,276 @@
+//! State shared by the API handlers and the reconciler: the published tables (behind one
+//! `watch` channel that long polls wait on), the gateways' reports, the intent's status, and the
+//! tokens.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meridian_api::wire::{
+    EndpointStatus, GatewayStatus, IntentStatus, Nack, RegionStatus, Report, Status, SubsetSli,
+    WIRE_VERSION,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::audit::Audit;
+use crate::builder::Published;
+use crate::reconcile::Event;
+
+/// The published tables.
+#[derive(Debug, Clone, Default)]
+pub struct Tables {
+    /// False until the first build after warm-up; long polls hold until then.
+    pub ready: bool,
+    /// Current table per region.
+    pub by_region: BTreeMap<String, Arc<Published>>,
+}
+
+/// A gateway as last heard from.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayRecord {
+    /// Region.
+    pub region: String,
+    /// Applied version and hash, and where from.
+    pub applied: Option<(u64, String, String)>,
+    /// Last report or poll, Unix ms.
+    pub last_seen_unix_ms: u64,
+    /// Last refusal.
+    pub last_nack: Option<Nack>,
+    /// Last SLIs (cumulative).
+    pub slis: Vec<SubsetSli>,
+}
+
+/// The shared state.
+#[derive(Debug)]
+pub struct Hub {
+    tokens: BTreeMap<String, String>,
+    tables: watch::Sender<Arc<Tables>>,
+    gateways: Mutex<BTreeMap<String, GatewayRecord>>,
+    intent: Mutex<IntentStatus>,
+    endpoints: Mutex<Vec<EndpointStatus>>,
+    /// Events to the reconciler (pushes go this way).
+    pub events: mpsc::UnboundedSender<Event>,
+    /// The audit log.
+    pub audit: Arc<Audit>,
+    /// Hash of the watched intent files as last read.
+    pub watched_hash: Mutex<Option<String>>,
+    /// Longest long-poll hold.
+    pub long_poll_max: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    /// A hub with `tokens` (token -> identity).
+    pub fn new(
+        tokens: BTreeMap<String, String>,
+        events: mpsc::UnboundedSender<Event>,
+        audit: Arc<Audit>,
+        long_poll_max: Duration,
+    ) -> Hub {
+        let (tables, _) = watch::channel(Arc::new(Tables::default()));
+        Hub {
+            tokens,
+            tables,
+            gateways: Mutex::new(BTreeMap::new()),
+            intent: Mutex::new(IntentStatus::default()),
+            endpoints: Mutex::new(Vec::new()),
+            events,
+            audit,
+            watched_hash: Mutex::new(None),
+            long_poll_max,
+        }
+    }
+
+    /// The identity of an `Authorization` header value, if its bearer token is known. Every
+    /// token is compared in full, so the time taken does not tell how much of a guess matched.
+    pub fn identity(&self, authorization: Option<&str>) -> Option<String> {
+        let given = authorization?.strip_prefix("Bearer ")?.trim().as_bytes();
+        let mut found = None;
+        for (token, name) in &self.tokens {
+            let t = token.as_bytes();
+            let mut diff = (t.len() ^ given.len()) as u8 | u8::from(t.len() != given.len());
+            for (i, b) in t.iter().enumerate() {
+                diff |= b ^ given.get(i).copied().unwrap_or(0);
+            }
+            if diff == 0 {
+                found = Some(name.clone());
+            }
+        }
+        found
+    }
+
+    /// Publishes a new set of tables; wakes every long poll.
+    pub fn set_tables(&self, t: Tables) {
+        self.tables.send_replace(Arc::new(t));
+    }
+
+    /// The current tables.
+    pub fn tables(&self) -> Arc<Tables> {
+        self.tables.borrow().clone()
+    }
+
+    /// A receiver for long polls.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Tables>> {
+        self.tables.subscribe()
+    }
+
+    /// Sets the intent's status line.
+    pub fn set_intent_status(&self, s: IntentStatus) {
+        *lock(&self.intent) = s;
+    }
+
+    /// Records a refused edit of the watched intent (or clears it).
+    pub fn set_intent_error(&self, e: Option<String>) {
+        lock(&self.intent).last_error = e;
+    }
+
+    /// Sets the endpoint list.
+    pub fn set_endpoints(&self, e: Vec<EndpointStatus>) {
+        *lock(&self.endpoints) = e;
+    }
+
+    /// Notes that `gateway` in `region` polled.
+    pub fn seen(&self, gateway: &str, region: &str) {
+        let mut g = lock(&self.gateways);
+        let r = g.entry(gateway.to_string()).or_default();
+        r.region = region.to_string();
+        r.last_seen_unix_ms = crate::now_unix_ms();
+    }
+
+    /// Takes a report. A NACK not seen before from this gateway goes to the audit log.
+    pub fn report(&self, rep: Report) {
+        let mut g = lock(&self.gateways);
+        let r = g.entry(rep.gateway.clone()).or_default();
+        r.region = rep.region.clone();
+        r.last_seen_unix_ms = crate::now_unix_ms();
+        r.applied = rep
+            .applied
+            .as_ref()
+            .map(|a| (a.version, a.hash.clone(), a.source.clone()));
+        if let Some(n) = &rep.nack {
+            if r.last_nack.as_ref() != Some(n) {
+                tracing::warn!(gateway = %rep.gateway, region = %rep.region, version = n.version, reason = %n.reason, "gateway refused a table");
+                self.audit.append(
+                    "nack",
+                    serde_json::json!({
+                        "gateway": rep.gateway, "region": rep.region,
+                        "version": n.version, "hash": n.hash, "reason": n.reason,
+                    }),
+                );
+                r.last_nack = Some(n.clone());
+            }
+        }
+        r.slis = rep.slis;
+    }
+
+    /// The last SLIs of every gateway (for the rollout controller).
+    pub fn slis(&self) -> BTreeMap<String, Vec<SubsetSli>> {
+        lock(&self.gateways)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.slis.clone()))
+            .collect()
+    }
+
+    /// `GET /v1/status`.
+    pub fn status(&self) -> Status {
+        let tables = self.tables();
+        let regions = tables
+            .by_region
+            .values()
+            .map(|p| RegionStatus {
+                region: p.region.clone(),
+                version: p.version,
+                hash: p.hash.clone(),
+                built_unix_ms: p.built_unix_ms,
+                failover: p
+                    .table
+                    .regions
+                    .iter()
+                    .find(|r| r.name == p.region)
+                    .map(|r| r.failover.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let gateways = lock(&self.gateways)
+            .iter()
+            .map(|(id, r)| GatewayStatus {
+                gateway: id.clone(),
+                region: r.region.clone(),
+                applied_version: r.applied.as_ref().map(|a| a.0),
+                source: r.applied.as_ref().map(|a| a.2.clone()).unwrap_or_default(),
+                in_sync: match (&r.applied, tables.by_region.get(&r.region)) {
+                    (Some(a), Some(p)) => a.1 == p.hash,
+                    _ => false,
+                },
+                last_seen_unix_ms: r.last_seen_unix_ms,
+                last_nack: r.last_nack.clone(),
+            })
+            .collect();
+        Status {
+            wire: WIRE_VERSION,
+            intent: lock(&self.intent).clone(),
+            regions,
+            gateways,
+            endpoints: lock(&self.endpoints).clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> (Hub, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("dir");
+        let audit = Arc::new(Audit::open(&dir.path().join("a.jsonl")).expect("audit"));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let tokens = BTreeMap::from([("s3cret-token".to_string(), "alice".to_string())]);
+        (Hub::new(tokens, tx, audit, Duration::from_secs(1)), dir)
+    }
+
+    #[test]
+    fn only_a_whole_known_token_is_an_identity() {
+        let (h, _d) = hub();
+        assert_eq!(
+            h.identity(Some("Bearer s3cret-token")),
+            Some("alice".into())
+        );
+        for bad in [
+            None,
+            Some("s3cret-token"),
+            Some("Bearer s3cret-toke"),
+            Some("Bearer s3cret-token2"),
+            Some("Bearer "),
+            Some("Basic s3cret-token"),
+        ] {
+            assert_eq!(h.identity(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_nack_is_audited_once_and_shown() {
+        let (h, d) = hub();
+        let nack = Nack {
+            version: 4,
+            hash: "h".into(),
+            reason: "too big".into(),
+        };
+        for _ in 0..3 {
+            h.report(Report {
+                wire: 1,
+                gateway: "g1".into(),
+                region: "eu".into(),
+                applied: None,
+                nack: Some(nack.clone()),
+                slis: Vec::new(),
+            });
+        }
+        let s = h.status();
+        assert_eq!(s.gateways[0].last_nack.as_ref(), Some(&nack));
+        let audit = std::fs::read_to_string(d.path().join("a.jsonl")).expect("audit");
+        assert_eq!(audit.lines().count(), 1);
+    }
+}
