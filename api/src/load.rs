@@ -29,14 +29,18 @@ pub fn parse_yaml_or_json<T: DeserializeOwned>(text: &str) -> Result<T, Errors> 
     })
 }
 
-/// Reads, parses and validates a routing table file.
-pub fn read_table(path: &Path) -> Result<Table, Errors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+/// Reads a document's text; a failure comes back as a located error naming the file.
+pub fn read_text(path: &Path) -> Result<String, Errors> {
+    std::fs::read_to_string(path).map_err(|e| {
         let mut errors = Errors::default();
         errors.push("", format!("cannot read {}: {e}", path.display()));
         errors
-    })?;
-    parse_table(&text)
+    })
+}
+
+/// Reads, parses and validates a routing table file.
+pub fn read_table(path: &Path) -> Result<Table, Errors> {
+    parse_table(&read_text(path)?)
 }
 
 /// Parses and validates a routing table from text.

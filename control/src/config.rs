@@ -184,11 +184,7 @@ pub struct ControlConfig {
 impl ControlConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<ControlConfig, Errors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            let mut errs = Errors::default();
-            errs.push("", format!("cannot read {}: {e}", path.display()));
-            errs
-        })?;
+        let text = meridian_api::load::read_text(path)?;
         Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
     }
 

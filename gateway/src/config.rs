@@ -319,11 +319,7 @@ pub struct Timeouts {
 impl GatewayConfig {
     /// Reads and validates a config file. Errors carry field paths.
     pub fn load(path: &Path) -> Result<GatewayConfig, Errors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            let mut errs = Errors::default();
-            errs.push("", format!("cannot read {}: {e}", path.display()));
-            errs
-        })?;
+        let text = meridian_api::load::read_text(path)?;
         Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
     }
 

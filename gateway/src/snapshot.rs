@@ -442,17 +442,22 @@ impl SubsetRt {
         if cumulative.last().copied().unwrap_or(0.0) <= 0.0 && o.avoid != 0 {
             return self.pick(rng, &PickOpts { avoid: 0, ..*o });
         }
-        if let Some(tier) = locality::pick(&cumulative, rng.f64()) {
-            let cands: Vec<&EndpointRt> = self.tiers[tier].iter().filter(|e| usable(e)).collect();
-            if let Some(i) = crate::balance::p2c(
+        // Power of two choices among one region's candidates.
+        let choose = |rng: &mut fastrand::Rng, cands: Vec<&'a EndpointRt>| {
+            let i = crate::balance::p2c(
                 cands.len(),
                 rng,
                 |i| cands[i].stats.cost(o.now),
                 |i| cands[i].weight,
-            ) {
+            )?;
+            Some(cands[i])
+        };
+        if let Some(tier) = locality::pick(&cumulative, rng.f64()) {
+            let cands = self.tiers[tier].iter().filter(|e| usable(e)).collect();
+            if let Some(ep) = choose(rng, cands) {
                 return Picked::Endpoint {
                     tier,
-                    ep: cands[i],
+                    ep,
                     fail_open: false,
                 };
             }
@@ -473,17 +478,11 @@ impl SubsetRt {
             if !allowed(tier) {
                 continue;
             }
-            let cands: Vec<&EndpointRt> =
-                eps.iter().filter(|e| !o.tried.contains(&e.addr)).collect();
-            if let Some(i) = crate::balance::p2c(
-                cands.len(),
-                rng,
-                |i| cands[i].stats.cost(o.now),
-                |i| cands[i].weight,
-            ) {
+            let cands = eps.iter().filter(|e| !o.tried.contains(&e.addr)).collect();
+            if let Some(ep) = choose(rng, cands) {
                 return Picked::Endpoint {
                     tier,
-                    ep: cands[i],
+                    ep,
                     fail_open: true,
                 };
             }
