@@ -1,20 +1,24 @@
-//! The JSON access log. The request path hands a record to a bounded channel and never waits; a
-//! writer thread formats and writes lines. When the writer falls behind, records are dropped and
-//! counted rather than slowing requests. Query strings are never logged, and header values only
+//! The JSON access log. The request path pushes a record onto a bounded lock-free queue and never
+//! waits or wakes anyone; a writer thread drains the queue every few milliseconds, formats and
+//! writes lines. When the writer falls behind, records are dropped and counted rather than slowing
+//! requests. Query strings are never logged, and header values only
 //! when allowlisted, because these requests carry patient data.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
 use std::time::{Duration, SystemTime};
 
 use prometheus::IntCounter;
 use serde::Serialize;
 
 /// Records buffered before new ones are dropped.
-const QUEUE: usize = 16_384;
+const QUEUE: usize = 65_536;
+/// How often the writer drains the queue.
+const DRAIN_EVERY: Duration = Duration::from_millis(5);
 
 /// One finished request.
 #[derive(Debug, Serialize)]
@@ -47,7 +51,7 @@ pub struct Record {
 /// The sending side, held by the proxy.
 #[derive(Debug)]
 pub struct AccessLog {
-    tx: SyncSender<Record>,
+    queue: Arc<ArrayQueue<Record>>,
     allow: Vec<String>,
     dropped: IntCounter,
 }
@@ -65,11 +69,16 @@ impl AccessLog {
                     .open(&path)?,
             )
         };
-        let (tx, rx) = sync_channel(QUEUE);
+        let queue = Arc::new(ArrayQueue::new(QUEUE));
+        let drain = queue.clone();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(rx, out))?;
-        Ok(AccessLog { tx, allow, dropped })
+            .spawn(move || write_loop(drain, out))?;
+        Ok(AccessLog {
+            queue,
+            allow,
+            dropped,
+        })
     }
 
     /// Header names whose values may be logged (lower case).
@@ -79,9 +88,8 @@ impl AccessLog {
 
     /// Queues a record without waiting.
     pub fn send(&self, r: Record) {
-        match self.tx.try_send(r) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+        if self.queue.push(r).is_err() {
+            self.dropped.inc();
         }
     }
 }
@@ -94,22 +102,23 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn write_loop(rx: Receiver<Record>, out: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::new(out);
+fn write_loop(queue: Arc<ArrayQueue<Record>>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
     loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(r) => {
-                if serde_json::to_writer(&mut out, &r).is_ok() {
-                    let _ = out.write_all(b"\n");
-                }
+        let mut wrote = false;
+        while let Some(r) = queue.pop() {
+            if serde_json::to_writer(&mut out, &r).is_ok() {
+                let _ = out.write_all(b"\n");
             }
-            Err(RecvTimeoutError::Timeout) => {
-                let _ = out.flush();
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                let _ = out.flush();
-                return;
-            }
+            wrote = true;
         }
+        if wrote {
+            let _ = out.flush();
+        }
+        // The queue's only other owner is the gateway; when it is gone, stop.
+        if Arc::strong_count(&queue) == 1 && queue.is_empty() {
+            return;
+        }
+        std::thread::sleep(DRAIN_EVERY);
     }
 }
