@@ -14,6 +14,10 @@ use meridian_api::{Route, Subset, Table};
 use meridian_testkit::{Fault, Latency, MockUpstream, UpstreamConfig};
 use serde_json::{json, Value};
 
+/// Load-heavy tests in this binary take turns, so each one's rate is its own and not shared
+/// with another load running at the same time.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A route on every path with `policy` merged in (retry, hedge, budget, allowed_regions...).
 fn route_with(name: &str, prefix: &str, split: &[(&str, i64)], policy: Value) -> Route {
     let mut r = serde_json::to_value(route(name, Some(prefix), split)).expect("route json");
@@ -64,6 +68,7 @@ fn fast_outlier() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_dying_under_load_costs_no_errors_and_is_ejected_then_readmitted() {
+    let _turn = HEAVY.lock().await;
     let ups = upstreams("pool", 3).await;
     let t = table(
         1,
@@ -324,6 +329,7 @@ fn two_region_table(eu: &[MockUpstream], us: &[MockUpstream]) -> Table {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_outage_fails_over_within_a_second_without_errors_and_comes_back() {
+    let _turn = HEAVY.lock().await;
     let eu = upstreams("eu", 3).await;
     let us = upstreams("us", 3).await;
     let gw = Gw::start(&two_region_table(&eu, &us), "").await;
@@ -402,6 +408,7 @@ async fn a_region_outage_fails_over_within_a_second_without_errors_and_comes_bac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_eu_only_route_answers_503_in_a_total_eu_outage_while_an_open_route_fails_over() {
+    let _turn = HEAVY.lock().await;
     let eu = upstreams("eu", 2).await;
     let us = upstreams("us", 2).await;
     let gw = Gw::start(&two_region_table(&eu, &us), "").await;
@@ -446,6 +453,7 @@ async fn an_eu_only_route_answers_503_in_a_total_eu_outage_while_an_open_route_f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_and_hedges_stay_within_the_budget_and_the_metrics_agree() {
+    let _turn = HEAVY.lock().await;
     let ups = upstreams("fail", 3).await;
     for u in &ups {
         u.set_fault(Fault::Status(503));
