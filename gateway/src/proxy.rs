@@ -411,6 +411,10 @@ fn choose_subset(snap: &Snapshot, route: usize, req: &RequestHeader) -> usize {
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
+    /// No downstream modules: Pingora's default adds a (disabled) compression module whose
+    /// per-request context costs allocations on every request; the gateway never compresses.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             start: Instant::now(),
