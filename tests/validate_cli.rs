@@ -105,7 +105,8 @@ fn gateway_with_a_bad_config_exits_non_zero_with_located_errors() {
 #[test]
 fn validate_reports_located_table_errors_and_passes_good_files() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let good_addr: std::net::SocketAddr = "127.0.0.1:8081".parse().expect("addr");
+    // Only validated, never dialled or bound: any non-zero port will do.
+    let good_addr: std::net::SocketAddr = ([127, 0, 0, 1], 801).into();
     let good = table(
         3,
         vec![route(
@@ -115,7 +116,7 @@ fn validate_reports_located_table_errors_and_passes_good_files() {
         )],
         vec![
             subset_addrs("vitals@v1", &[good_addr]),
-            subset_addrs("vitals@v2", &["127.0.0.1:8082".parse().expect("addr")]),
+            subset_addrs("vitals@v2", &[([127, 0, 0, 1], 802).into()]),
         ],
     );
     let good_path = dir.path().join("good.yaml");
