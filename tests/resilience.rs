@@ -40,6 +40,16 @@ fn subset_in(name: &str, eps: &[(SocketAddr, &str, &str)], policy: Value) -> Sub
     serde_json::from_value(s).expect("subset")
 }
 
+/// A table with one route `api` (every path) to `svc@v1` made of `ups` in the local region,
+/// with `route_policy` and `subset_policy` merged in.
+fn api_table(ups: &[MockUpstream], route_policy: Value, subset_policy: Value) -> Table {
+    table(
+        1,
+        vec![route_with("api", "/", &[("svc@v1", 100)], route_policy)],
+        vec![subset_in("svc@v1", &local(ups), subset_policy)],
+    )
+}
+
 fn local(ups: &[MockUpstream]) -> Vec<(SocketAddr, &'static str, &'static str)> {
     ups.iter()
         .enumerate()
@@ -133,19 +143,10 @@ async fn non_idempotent_requests_are_never_retried_after_they_were_sent() {
     for u in &ups {
         u.set_fault(Fault::Status(503));
     }
-    let t = table(
-        1,
-        vec![route_with(
-            "api",
-            "/",
-            &[("svc@v1", 100)],
-            json!({"retry": {"attempts": 3, "per_try_timeout_ms": 300}, "budget": {"min_per_s": 100}}),
-        )],
-        vec![subset_in(
-            "svc@v1",
-            &local(&ups),
-            json!({"outlier": {"consecutive_failures": 1000}}),
-        )],
+    let t = api_table(
+        &ups,
+        json!({"retry": {"attempts": 3, "per_try_timeout_ms": 300}, "budget": {"min_per_s": 100}}),
+        json!({"outlier": {"consecutive_failures": 1000}}),
     );
     let gw = Gw::start(&t, "").await;
     let c = client();
@@ -201,19 +202,10 @@ async fn retried_bodies_arrive_byte_identical_and_large_ones_are_not_retried() {
         let cfg = UpstreamConfig::new(name).error_every(2, 503);
         ups.push(MockUpstream::start(cfg).await.expect("up"));
     }
-    let t = table(
-        1,
-        vec![route_with(
-            "api",
-            "/",
-            &[("svc@v1", 100)],
-            json!({"budget": {"min_per_s": 1000}}),
-        )],
-        vec![subset_in(
-            "svc@v1",
-            &local(&ups),
-            json!({"outlier": {"consecutive_failures": 100000}}),
-        )],
+    let t = api_table(
+        &ups,
+        json!({"budget": {"min_per_s": 1000}}),
+        json!({"outlier": {"consecutive_failures": 100000}}),
     );
     let gw = Gw::start(&t, "").await;
     let c = client();
@@ -579,19 +571,10 @@ async fn a_request_from_another_gateway_is_not_retried_again() {
     for u in &ups {
         u.set_fault(Fault::Status(503));
     }
-    let t = table(
-        1,
-        vec![route_with(
-            "api",
-            "/",
-            &[("svc@v1", 100)],
-            json!({"budget": {"min_per_s": 100}}),
-        )],
-        vec![subset_in(
-            "svc@v1",
-            &local(&ups),
-            json!({"outlier": {"consecutive_failures": 1000}}),
-        )],
+    let t = api_table(
+        &ups,
+        json!({"budget": {"min_per_s": 100}}),
+        json!({"outlier": {"consecutive_failures": 1000}}),
     );
     let gw = Gw::start(&t, "").await;
     let c = client();
@@ -727,19 +710,10 @@ async fn when_every_endpoint_is_ejected_the_gateway_fails_open_and_says_so() {
     for u in &ups {
         u.set_fault(Fault::Status(500));
     }
-    let t = table(
-        1,
-        vec![route_with(
-            "api",
-            "/",
-            &[("svc@v1", 100)],
-            json!({"retry": {"attempts": 1}}),
-        )],
-        vec![subset_in(
-            "svc@v1",
-            &local(&ups),
-            json!({"outlier": {"consecutive_failures": 2, "base_ejection_ms": 30000, "max_ejection_ms": 30000, "max_ejection_percent": 100}}),
-        )],
+    let t = api_table(
+        &ups,
+        json!({"retry": {"attempts": 1}}),
+        json!({"outlier": {"consecutive_failures": 2, "base_ejection_ms": 30000, "max_ejection_ms": 30000, "max_ejection_percent": 100}}),
     );
     let gw = Gw::start(&t, "").await;
     let c = client();
