@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 use std::time::{Duration, SystemTime};
 
+use http::{HeaderValue, Method};
 use prometheus::IntCounter;
 use serde::Serialize;
 
@@ -26,9 +27,11 @@ pub struct Record {
     /// Unix time in milliseconds at the end of the request.
     pub time_ms: u64,
     /// Request id.
-    pub request_id: String,
+    #[serde(serialize_with = "as_str")]
+    pub request_id: HeaderValue,
     /// Method.
-    pub method: String,
+    #[serde(serialize_with = "method_str")]
+    pub method: Method,
     /// Path without query string.
     pub path: String,
     /// Route name ("" when none matched).
@@ -46,6 +49,14 @@ pub struct Record {
     /// Allowlisted request headers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+}
+
+fn as_str<S: serde::Serializer>(v: &HeaderValue, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.to_str().unwrap_or(""))
+}
+
+fn method_str<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
 }
 
 /// The sending side, held by the proxy.

@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::header::HeaderName;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
+use smallvec::SmallVec;
 
 use crate::accesslog::{unix_ms, Record};
 use crate::balance::{now_ns, InflightGuard};
@@ -60,15 +63,16 @@ pub struct Ctx {
     pub(crate) got_headers: bool,
     /// Response headers went to the client: nothing may be retried any more.
     pub(crate) sent_downstream: bool,
-    pub(crate) request_id: String,
-    pub(crate) traceparent: String,
+    pub(crate) request_id: HeaderValue,
+    pub(crate) traceparent: HeaderValue,
     pub(crate) deadline: Option<Instant>,
     pub(crate) idempotent: bool,
     /// The request came from another gateway (it carried `x-meridian-attempt`).
     pub(crate) hop_limited: bool,
     /// Attempts started.
     pub(crate) attempts: u32,
-    pub(crate) tried: Vec<SocketAddr>,
+    /// Endpoints this request tried (inline up to 4: no allocation on the common path).
+    pub(crate) tried: SmallVec<[SocketAddr; 4]>,
     /// The endpoint a granted retry will use, and why the retry happens.
     pub(crate) next: Option<(usize, EndpointRt, RetryReason)>,
     pub(crate) stale_retried: bool,
@@ -268,25 +272,56 @@ pub(crate) fn peer_for(
     peer
 }
 
-/// Adds the forwarding headers to an upstream request.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Digits for `x-meridian-attempt`, so the usual attempt numbers need no formatting.
+const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+/// A small number as a header value: static when it is a single digit.
+fn number_value(n: u32) -> HeaderValue {
+    match DIGITS.get(n as usize) {
+        Some(d) => HeaderValue::from_static(d),
+        None => HeaderValue::from(n),
+    }
+}
+
+/// `X-Forwarded-For`: the previous value, if any, then the client's address. The address is
+/// formatted into a stack buffer, so the only allocation is the header value itself.
+fn forwarded_for(prev: Option<&HeaderValue>, ip: std::net::IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    let mut buf = [0u8; 64];
+    let mut w = &mut buf[..];
+    write!(w, "{ip}").ok()?;
+    let ip_len = 64 - w.len();
+    match prev.map(|p| p.as_bytes()).filter(|p| !p.is_empty()) {
+        None => HeaderValue::from_bytes(&buf[..ip_len]).ok(),
+        Some(p) => {
+            let mut v = Vec::with_capacity(p.len() + 2 + ip_len);
+            v.extend_from_slice(p);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(&buf[..ip_len]);
+            HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
+        }
+    }
+}
+
+/// Adds the forwarding headers to an upstream request. Values are static, cloned (a reference
+/// count) or built once; each `insert_header` still costs Pingora a header-name parse.
 pub(crate) fn forward_headers(session: &Session, up: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
-    let client_ip = session
+    if let Some(ip) = session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string());
-    if let Some(ip) = client_ip {
-        let xff = match up
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-            _ => ip,
-        };
-        up.insert_header("x-forwarded-for", xff)?;
+        .map(|a| a.ip())
+    {
+        if let Some(xff) = forwarded_for(up.headers.get(&X_FORWARDED_FOR), ip) {
+            up.insert_header("x-forwarded-for", xff)?;
+        }
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    up.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    up.insert_header(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    )?;
     let host = session
         .req_header()
         .headers
@@ -294,17 +329,17 @@ pub(crate) fn forward_headers(session: &Session, up: &mut RequestHeader, ctx: &C
         .cloned()
         .or_else(|| {
             let a = session.req_header().uri.authority()?;
-            http::HeaderValue::from_str(a.as_str()).ok()
+            HeaderValue::from_str(a.as_str()).ok()
         });
     if let Some(h) = host {
-        up.insert_header("x-forwarded-host", h.clone())?;
         if up.headers.get(http::header::HOST).is_none() {
-            up.insert_header(http::header::HOST, h)?;
+            up.insert_header(http::header::HOST, h.clone())?;
         }
+        up.insert_header("x-forwarded-host", h)?;
     }
-    up.insert_header("x-request-id", ctx.request_id.as_str())?;
-    up.insert_header("traceparent", ctx.traceparent.as_str())?;
-    up.insert_header(retry::ATTEMPT_HEADER, ctx.attempts.to_string())?;
+    up.insert_header("x-request-id", ctx.request_id.clone())?;
+    up.insert_header("traceparent", ctx.traceparent.clone())?;
+    up.insert_header(retry::ATTEMPT_HEADER, number_value(ctx.attempts))?;
     Ok(())
 }
 
@@ -315,7 +350,7 @@ pub(crate) fn decorate_response(
     ctx: &mut Ctx,
 ) -> Result<()> {
     ctx.sent_downstream = true;
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    resp.insert_header("x-request-id", ctx.request_id.clone())?;
     if ctx.fail_open {
         resp.insert_header("x-meridian-fail-open", "1")?;
     }
@@ -329,7 +364,7 @@ pub(crate) fn decorate_response(
         if let Some(a) = ctx.upstream {
             resp.insert_header("x-meridian-upstream", a.to_string())?;
         }
-        resp.insert_header("x-meridian-attempts", ctx.attempts.to_string())?;
+        resp.insert_header("x-meridian-attempts", number_value(ctx.attempts))?;
     }
     Ok(())
 }
@@ -346,7 +381,7 @@ fn find(subset: &SubsetRt, addr: SocketAddr) -> Option<(usize, EndpointRt)> {
 pub(crate) async fn respond(
     session: &mut Session,
     code: u16,
-    request_id: &str,
+    request_id: &HeaderValue,
     reject: Option<&str>,
 ) -> Result<()> {
     let grpc = session
@@ -359,17 +394,17 @@ pub(crate) async fn respond(
         h.insert_header("content-type", "application/grpc")?;
         h.insert_header("grpc-status", errors::grpc_status_for(code).to_string())?;
         h.insert_header("grpc-message", errors::reason_for(code))?;
-        h.insert_header("x-request-id", request_id)?;
+        h.insert_header("x-request-id", request_id.clone())?;
         if let Some(r) = reject {
             h.insert_header("x-meridian-reject", r)?;
         }
         return session.write_response_header(Box::new(h), true).await;
     }
-    let body = errors::body_for(code, request_id);
+    let body = errors::body_for(code, request_id.to_str().unwrap_or(""));
     let mut h = ResponseHeader::build(code, Some(5))?;
     h.insert_header("content-type", "application/json")?;
     h.insert_header("content-length", body.len().to_string())?;
-    h.insert_header("x-request-id", request_id)?;
+    h.insert_header("x-request-id", request_id.clone())?;
     if let Some(r) = reject {
         h.insert_header("x-meridian-reject", r)?;
     }
@@ -429,13 +464,13 @@ impl ProxyHttp for Proxy {
             upstream_start: None,
             got_headers: false,
             sent_downstream: false,
-            request_id: String::new(),
-            traceparent: String::new(),
+            request_id: HeaderValue::from_static(""),
+            traceparent: HeaderValue::from_static(""),
             deadline: None,
             idempotent: false,
             hop_limited: false,
             attempts: 0,
-            tried: Vec::new(),
+            tried: SmallVec::new(),
             next: None,
             stale_retried: false,
             fail_open: false,
@@ -446,10 +481,7 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header();
-        ctx.request_id = trace::request_id(
-            req.headers.get("x-request-id").map(|v| v.as_bytes()),
-            &mut ctx.rng,
-        );
+        ctx.request_id = trace::request_id(req.headers.get(&X_REQUEST_ID), &mut ctx.rng);
         ctx.traceparent = trace::traceparent(
             req.headers.get("traceparent").map(|v| v.as_bytes()),
             &mut ctx.rng,
@@ -463,7 +495,7 @@ impl ProxyHttp for Proxy {
         let host = request_host(&req.headers, &req.uri);
         let found = snap
             .router
-            .find(&host, req.uri.path(), &req.method, &req.headers);
+            .find(host.as_ref(), req.uri.path(), &req.method, &req.headers);
         ctx.snap = Some(snap.clone());
         let Some(route) = found else {
             respond(session, 404, &ctx.request_id, None).await?;
@@ -687,8 +719,8 @@ impl ProxyHttp for Proxy {
             let (route, subset) = ctx.names();
             log.send(Record {
                 time_ms: unix_ms(),
-                request_id: std::mem::take(&mut ctx.request_id),
-                method: req.method.as_str().to_string(),
+                request_id: ctx.request_id.clone(),
+                method: req.method.clone(),
                 path: req.uri.path().to_string(),
                 route,
                 subset,

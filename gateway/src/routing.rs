@@ -6,6 +6,7 @@
 //! a regex path, which beats a route with no path condition; ties keep file order. The first
 //! route in that order whose method and header conditions also hold wins.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use http::{HeaderMap, HeaderName, Method};
@@ -181,7 +182,7 @@ fn matches(rule: &Rule, path: &str, method: &Method, headers: &HeaderMap) -> boo
 }
 
 /// The request's host, lower case and without port, from `Host` or the URI's authority.
-pub fn request_host(headers: &HeaderMap, uri: &http::Uri) -> String {
+pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Cow<'a, str> {
     let raw = headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -192,7 +193,12 @@ pub fn request_host(headers: &HeaderMap, uri: &http::Uri) -> String {
     } else {
         raw.rsplit_once(':').map(|(h, _)| h).unwrap_or(raw)
     };
-    no_port.to_ascii_lowercase()
+    // Hosts are almost always lower case already: borrow then, allocate only to fold case.
+    if no_port.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(no_port.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(no_port)
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,70 @@ pub struct Gateway {
     pub connector: SharedConnector,
     /// Endpoint stats carried across snapshots; only the (single) applier locks it.
     book: Mutex<StatsBook>,
+    /// Snapshots swapped out while requests may still hold them; see [`Retired`].
+    retired: Arc<Retired>,
+}
+
+/// Snapshots that were replaced, kept until no request holds them any more and then freed by the
+/// reaper thread. Without this, the last request to finish with an old snapshot would free it on
+/// a proxy worker thread: for a table of 100,000 endpoints that is tens of milliseconds during
+/// which that worker serves nobody. Only the applier and the reaper lock the list, never a
+/// request.
+#[derive(Debug, Default)]
+pub struct Retired {
+    list: Mutex<Vec<Arc<Snapshot>>>,
+}
+
+/// How often the reaper looks for snapshots nobody holds.
+const REAP_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Retired {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Snapshot>>> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `snap` until it is free.
+    pub fn push(&self, snap: Arc<Snapshot>) {
+        self.lock().push(snap);
+    }
+
+    /// Frees the snapshots that only this list still holds; returns how many remain.
+    pub fn reap(&self) -> usize {
+        // Take the free ones out under the lock, drop them after it.
+        let free: Vec<Arc<Snapshot>> = {
+            let mut list = self.lock();
+            let (free, keep) = list.drain(..).partition(|s| Arc::strong_count(s) == 1);
+            *list = keep;
+            free
+        };
+        drop(free);
+        self.lock().len()
+    }
+
+    /// Snapshots still waiting.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when none is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts the reaper thread; it stops when the gateway is gone.
+    fn start(me: &Arc<Retired>) -> std::io::Result<()> {
+        let weak = Arc::downgrade(me);
+        std::thread::Builder::new()
+            .name("snapshot-reaper".into())
+            .spawn(move || {
+                while let Some(r) = weak.upgrade() {
+                    r.reap();
+                    drop(r);
+                    std::thread::sleep(REAP_EVERY);
+                }
+            })
+            .map(|_| ())
+    }
 }
 
 impl Gateway {
@@ -59,6 +123,8 @@ impl Gateway {
             ),
             None => None,
         };
+        let retired = Arc::new(Retired::default());
+        Retired::start(&retired)?;
         let connector = SharedConnector(Arc::new(Connector::new(Some(ConnectorOptions::new(
             config.upstream_keepalive_pool,
         )))));
@@ -71,6 +137,7 @@ impl Gateway {
             source_note: ArcSwapOption::empty(),
             connector,
             book: Mutex::new(StatsBook::new()),
+            retired,
         }))
     }
 
@@ -88,7 +155,10 @@ impl Gateway {
                 &mut book,
             )
         };
-        self.snapshot.store(Some(Arc::new(snap)));
+        if let Some(old) = self.snapshot.swap(Some(Arc::new(snap))) {
+            self.retired.push(old);
+        }
+        self.retired.reap();
         self.last_rejection.store(None);
         self.metrics
             .table_version
@@ -104,8 +174,70 @@ impl Gateway {
         self.last_rejection.store(Some(Arc::new(reason)));
     }
 
+    /// Replaced snapshots not yet freed.
+    pub fn retired(&self) -> &Retired {
+        &self.retired
+    }
+
     /// True once a table is in force.
     pub fn ready(&self) -> bool {
         self.snapshot.load().is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn gateway() -> Arc<Gateway> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let text = std::fs::read_to_string(root.join("gateway.example.yaml")).expect("config");
+        let mut cfg = GatewayConfig::parse(&text, &root).expect("valid config");
+        cfg.access_log = None;
+        Gateway::new(cfg).expect("gateway")
+    }
+
+    fn table(version: u64) -> Table {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let text = std::fs::read_to_string(root.join("table.example.yaml")).expect("table");
+        let mut t = meridian_api::load::parse_table(&text).expect("valid table");
+        t.version = version;
+        t
+    }
+
+    #[test]
+    fn a_replaced_snapshot_waits_for_its_last_reader_then_the_reaper_frees_it() {
+        let gw = gateway();
+        gw.apply(table(1));
+        assert!(gw.retired().is_empty(), "nothing replaced yet");
+
+        // A request holds snapshot 1 while snapshot 2 goes in.
+        let held = gw.snapshot.load_full().expect("snapshot 1");
+        gw.apply(table(2));
+        assert_eq!(gw.retired().len(), 1, "snapshot 1 waits for its reader");
+        assert_eq!(
+            Arc::strong_count(&held),
+            2,
+            "the request and the retired list"
+        );
+
+        // The request ends. The list still holds a reference, so the request's thread only
+        // decrements a count; freeing is the reaper's job.
+        let weak = Arc::downgrade(&held);
+        drop(held);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while weak.strong_count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reaper never freed it"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(gw.retired().is_empty());
+
+        // A snapshot nobody holds is freed at the next apply at the latest.
+        gw.apply(table(3));
+        assert_eq!(gw.retired().reap(), 0);
     }
 }
