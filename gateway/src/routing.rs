@@ -38,6 +38,9 @@ struct Rule {
     headers: Vec<HeaderRule>,
 }
 
+/// Prefixes of one length and the rules (in precedence order) that have them.
+type PrefixMap = HashMap<Box<[u8]>, Vec<usize>>;
+
 /// The rules of one host group, indexed by path so that a lookup costs about the same with ten
 /// routes or ten thousand: a hash lookup for exact paths, one hash lookup per distinct prefix
 /// length, and a scan only of the regex and path-less rules. Within each index the rules keep
@@ -47,7 +50,7 @@ struct Rule {
 struct Group {
     exact: HashMap<Box<str>, Vec<usize>>,
     /// `(prefix length, prefix -> rules)`, longest first.
-    prefix: Vec<(usize, HashMap<Box<[u8]>, Vec<usize>>)>,
+    prefix: Vec<(usize, PrefixMap)>,
     /// Regex rules, then rules without a path condition.
     rest: Vec<usize>,
 }
