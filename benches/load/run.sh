@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Meridian beside nginx and HAProxy as HTTP/1.1 reverse proxies, on loopback, in one run.
 #
-#   benches/load/run.sh            # full run: 3 interleaved rounds, ~5 minutes of load
+#   benches/load/run.sh            # full run: 3 interleaved rounds, ~11 minutes of load
 #   benches/load/run.sh --quick    # smoke check: 1 round, 3 s per measurement
+#   benches/load/run.sh --tls      # only the HTTPS part (--http, --tls, --idle combine)
 #   benches/load/run.sh --help     # every option
 #
 # What it does, in order:
@@ -20,7 +21,13 @@
 #      fixed rate of 5k and 10k requests/s; for each it records requests/s, p50/p99, CPU
 #      microseconds per request of the proxy and of the origin (user+sys from /proc/PID/stat),
 #      the load generator's CPU, and how many cores other processes on the machine used;
-#   5. prints the medians and Meridian's ratio to each peer, and writes the raw rows and a
+#   5. HTTPS (--tls): the same proxies terminating TLS 1.3 with one self-signed certificate made
+#      at run time (rustls in Meridian, OpenSSL in nginx and HAProxy), per round: keep-alive
+#      saturation, then new connections (`Connection: close`) with full handshakes and with
+#      resumed ones (a small LD_PRELOAD shim for wrk, wrk_tls_shim.c, decides and counts which);
+#   6. idle connections (--idle): 10,000 keep-alive connections, each served one request, held
+#      idle by idle.py; the proxy's RSS before and while they are held gives KiB per connection;
+#   7. prints the medians and Meridian's ratio to each peer, and writes the raw rows and a
 #      summary to benches/results/ (gitignored).
 # Every server is stopped by its own PID on exit; every load is bounded by its duration.
 set -euo pipefail
@@ -43,6 +50,10 @@ PERF=0
 PERF_SECONDS=8
 LATENCY_TOOL=""
 ONLY="nginx haproxy meridian"
+PARTS=""
+TLS_KEY=ec256
+IDLE_CONNS=10000
+IDLE_HOLD=5
 OUT_DIR="$REPO/benches/results"
 HOST="api.bench.local"
 PATH_BENCH="/api/v1/bench/items/42"
@@ -52,9 +63,15 @@ usage() {
     cat <<EOF
 Usage: benches/load/run.sh [options]
 
-  --quick               1 round, 3 s per measurement (smoke check)
+  --quick               1 round, 3 s per measurement, 2 s idle hold (smoke check)
+  --http                plain HTTP/1.1 rounds (saturation and fixed rates)
+  --tls                 HTTPS rounds: keep-alive saturation, full and resumed handshakes
+  --idle [N]            N idle keep-alive connections (default $IDLE_CONNS): KiB per connection
+                        (--http, --tls and --idle select parts; default: all three)
+  --tls-key K           certificate key for --tls: ec256 (ECDSA P-256, default) or rsa2048
+  --idle-hold S         seconds the idle connections are held before measuring (default $IDLE_HOLD)
   --rounds N            interleaved rounds (default $ROUNDS)
-  --duration S          seconds of each saturation run (default $DURATION)
+  --duration S          seconds of each saturation and HTTPS run (default $DURATION)
   --fixed-duration S    seconds of each fixed-rate run (default $FIXED_DURATION)
   --rates "R1 R2"       fixed rates in requests/s (default "$RATES"; "" to skip)
   --only "T1 T2"        targets (default "nginx haproxy meridian"); also Meridian variants
@@ -77,7 +94,15 @@ EOF
 
 while (($#)); do
     case "$1" in
-    --quick) ROUNDS=1 DURATION=3 FIXED_DURATION=3 WARMUP=1 ;;
+    --quick) ROUNDS=1 DURATION=3 FIXED_DURATION=3 WARMUP=1 IDLE_HOLD=2 ;;
+    --http) PARTS+=" http" ;;
+    --tls) PARTS+=" tls" ;;
+    --idle)
+        PARTS+=" idle"
+        if [[ ${2:-} =~ ^[0-9]+$ ]]; then IDLE_CONNS=$2; shift; fi
+        ;;
+    --tls-key) TLS_KEY=$2; shift ;;
+    --idle-hold) IDLE_HOLD=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --fixed-duration) FIXED_DURATION=$2; shift ;;
@@ -98,7 +123,9 @@ while (($#)); do
     esac
     shift
 done
-for n in "$ROUNDS" "$DURATION" "$FIXED_DURATION" "$PERF_SECONDS"; do
+PARTS=${PARTS:-" http tls idle"}
+[[ $TLS_KEY =~ ^(ec256|rsa2048)$ ]] || { echo "run.sh: --tls-key is ec256 or rsa2048" >&2; exit 2; }
+for n in "$ROUNDS" "$DURATION" "$FIXED_DURATION" "$PERF_SECONDS" "$IDLE_CONNS" "$IDLE_HOLD"; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: not a positive number: $n" >&2; exit 2; }
 done
 for r in $RATES; do
@@ -108,6 +135,9 @@ for t in $ONLY; do
     [[ $t =~ ^(nginx|haproxy|meridian|meridian-nolog|meridian-jemalloc|meridian-mimalloc|pingora|pingora-nosteal)$ ]] ||
         { echo "run.sh: unknown target $t" >&2; exit 2; }
 done
+
+# Whether a part (http, tls, idle) runs.
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 log() { printf '\033[1m[bench %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '\033[1;31m[bench]\033[0m %s\n' "$*" >&2; exit 1; }
@@ -191,6 +221,11 @@ ensure_tools() {
     command -v haproxy >/dev/null || pkgs+=(haproxy)
     command -v wrk >/dev/null || pkgs+=(wrk)
     command -v python3 >/dev/null || pkgs+=(python3)
+    if part tls; then
+        command -v openssl >/dev/null || pkgs+=(openssl)
+        # For the wrk shim that tells full from resumed handshakes (wrk_tls_shim.c).
+        command -v cc >/dev/null || pkgs+=(gcc libc6-dev)
+    fi
     if ((PERF)) && ! command -v perf >/dev/null; then pkgs+=(linux-perf); fi
     if [[ $ONLY == *meridian-jemalloc* ]] && ! shared_lib libjemalloc.so.2 >/dev/null; then pkgs+=(libjemalloc2); fi
     if [[ $ONLY == *meridian-mimalloc* ]] && ! shared_lib libmimalloc.so.2 >/dev/null; then pkgs+=(libmimalloc2.0); fi
@@ -206,8 +241,12 @@ ensure_tools() {
         command -v "$c" >/dev/null ||
             die "$c is missing and could not be installed; install it by hand (Debian: apt-get install ${c/nginx/nginx-light})"
     done
+    if part tls; then
+        command -v openssl >/dev/null || die "openssl is missing (needed by --tls); apt-get install openssl"
+        nginx -V 2>&1 | grep -q -- --with-http_ssl_module || die "this nginx has no SSL module (needed by --tls)"
+    fi
 
-    [[ -z $RATES ]] && { LATENCY_TOOL=none; return; }
+    if [[ -z $RATES ]] || ! part http; then LATENCY_TOOL=none; return; fi
     if [[ -z $LATENCY_TOOL ]]; then
         if command -v oha >/dev/null; then
             LATENCY_TOOL=oha
@@ -270,6 +309,50 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/meridian-bench.XXXXXX")
 chmod 755 "$WORK" # nginx workers drop to an unprivileged user when started as root
 TICK=$(getconf CLK_TCK)
 
+# Open files: the soft limit is raised to the hard one for everything started from here (the
+# proxies and idle.py); --idle needs its connections plus a margin in one process.
+NOFILE=$(ulimit -Hn)
+if [[ $NOFILE == unlimited ]]; then NOFILE=1048576; fi
+ulimit -n "$NOFILE" 2>/dev/null || NOFILE=$(ulimit -n)
+if part idle && ((IDLE_CONNS + 512 > NOFILE)); then
+    die "--idle $IDLE_CONNS needs $((IDLE_CONNS + 512)) open files per process; the limit is $NOFILE (ulimit -n)"
+fi
+# nginx's and HAProxy's connection limits: at least the idle connections plus a margin. HAProxy
+# wants two descriptors per connection (client and server side) and by default refuses to start
+# when it cannot raise its file limit that far; idle clients hold no server connection, so when
+# the limit is short `no strict-limits` lets it start with the limit there is (it warns at start).
+NGINX_WORKER_CONNS=16384
+HAPROXY_MAXCONN=4096
+HAPROXY_LIMITS=""
+if part idle; then
+    if ((IDLE_CONNS + 1024 > NGINX_WORKER_CONNS)); then NGINX_WORKER_CONNS=$((IDLE_CONNS + 1024)); fi
+    if ((IDLE_CONNS + 1024 > HAPROXY_MAXCONN)); then HAPROXY_MAXCONN=$((IDLE_CONNS + 1024)); fi
+    if ((2 * HAPROXY_MAXCONN + 100 > NOFILE)); then HAPROXY_LIMITS="
+    no strict-limits"; fi
+fi
+
+# --tls: one self-signed certificate for every proxy, and the wrk shim.
+TLS_DIR="$WORK/tls"
+WRK_SHIM=""
+if part tls; then
+    mkdir -p "$TLS_DIR"
+    case $TLS_KEY in
+    ec256) keyopt=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+    rsa2048) keyopt=(-newkey rsa:2048) ;;
+    esac
+    openssl req -x509 "${keyopt[@]}" -nodes -days 2 -subj "/CN=$HOST" \
+        -addext "subjectAltName=DNS:$HOST" -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" \
+        >"$TLS_DIR/openssl.log" 2>&1 || die "openssl could not make a certificate: $(cat "$TLS_DIR/openssl.log")"
+    cat "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" >"$TLS_DIR/combined.pem" # HAProxy's crt
+    chmod 644 "$TLS_DIR"/*.pem
+    if command -v cc >/dev/null &&
+        cc -O2 -shared -fPIC -o "$TLS_DIR/wrk_tls_shim.so" "$HERE/wrk_tls_shim.c" -ldl >"$TLS_DIR/cc.log" 2>&1; then
+        WRK_SHIM="$TLS_DIR/wrk_tls_shim.so"
+    else
+        log "could not build the wrk shim (see $TLS_DIR/cc.log): handshakes will be wrk's own mix of full and resumed, not counted"
+    fi
+fi
+
 # N free loopback ports: bound together, then released, so they are distinct.
 free_ports() {
     python3 - "$1" <<'EOF'
@@ -292,16 +375,48 @@ http_get() { # port path
         cat <&3' _ "$1" "$2" "$HOST" 2>/dev/null || true
 }
 
+# The same over TLS (no certificate check), Connection: close; prints the raw response.
+https_get() { # port path
+    timeout 5 python3 - "$1" "$2" "$HOST" <<'EOF' 2>/dev/null || true
+import socket, ssl, sys
+port, path, host = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+data = b""
+with socket.create_connection(("127.0.0.1", port), timeout=3) as raw:
+    with ctx.wrap_socket(raw, server_hostname=host) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+        except (ssl.SSLEOFError, ConnectionResetError):
+            pass
+sys.stdout.write(data.decode("latin-1"))
+EOF
+}
+
+# What an OpenSSL client (as wrk) negotiates with `port`: "TLSv1.3 TLS_AES_256_GCM_SHA384 X25519".
+tls_info() { # port
+    timeout 5 openssl s_client -connect "127.0.0.1:$1" -servername "$HOST" -brief </dev/null 2>&1 |
+        awk -F': *' '
+            /^Protocol version/ { p = $2 }
+            /^Ciphersuite/ { c = $2 }
+            /^Server Temp Key/ { split($2, a, ","); g = a[1] }
+            /^Negotiated TLS1.3 group/ { g = $2 }
+            END { printf "%s %s %s\n", p ? p : "?", c ? c : "?", g ? g : "?" }' || true
+}
+
 # Waits until `port` proxies a 200 with the origin's body; `pid` must stay alive meanwhile.
-wait_ready() { # name pid port path
-    local name=$1 pid=$2 port=$3 path=$4 i resp
+wait_ready() { # name pid port path [http|https]
+    local name=$1 pid=$2 port=$3 path=$4 scheme=${5:-http} i resp
     for ((i = 0; i < 100; i++)); do
         kill -0 "$pid" 2>/dev/null || die "$name exited at start; see $WORK/$name/*.log"
-        resp=$(http_get "$port" "$path")
+        if [[ $scheme == https ]]; then resp=$(https_get "$port" "$path"); else resp=$(http_get "$port" "$path"); fi
         if [[ $resp == "HTTP/1."?" 200"* && $resp == *"$BODY"* ]]; then return 0; fi
         sleep 0.1
     done
-    die "$name did not answer 200 on 127.0.0.1:$port$path; last answer: ${resp:-none}"
+    die "$name did not answer 200 on $scheme://127.0.0.1:$port$path; last answer: ${resp:-none}"
 }
 
 # A process and its children (nginx: master and worker).
@@ -354,8 +469,8 @@ children_cpu_s() {
     }' "$WORK/times.$1"
 }
 
-declare -A PORT TPIDS ADMIN
-read -r O1 O2 O3 O4 NGINX_PORT HAPROXY_PORT <<<"$(free_ports 6)"
+declare -A PORT TLS_PORT TPIDS ADMIN
+read -r O1 O2 O3 O4 NGINX_PORT HAPROXY_PORT NGINX_TLS_PORT HAPROXY_TLS_PORT <<<"$(free_ports 8)"
 
 nginx_temp_paths() { # dir
     local m
@@ -398,15 +513,40 @@ EOF
     wait_ready origin "$ORIGIN_PID" "$O1" /
 }
 
+# The proxying part of nginx's server blocks, the same for HTTP and HTTPS.
+nginx_proxy_location() {
+    cat <<EOF
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+EOF
+}
+
 start_nginx() {
-    local d="$WORK/nginx"
+    local d="$WORK/nginx" tls_server=""
     mkdir -p "$d/tmp"
+    if part tls; then
+        # TLS 1.3 only, HTTP/1.1 (no http2), nginx's defaults otherwise (session tickets on).
+        tls_server="
+    server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl;
+        ssl_certificate $TLS_DIR/cert.pem;
+        ssl_certificate_key $TLS_DIR/key.pem;
+        ssl_protocols TLSv1.3;
+$(nginx_proxy_location)
+    }"
+    fi
     cat >"$d/nginx.conf" <<EOF
 worker_processes 1;
+worker_rlimit_nofile $NOFILE;
 daemon off;
 pid $d/nginx.pid;
 error_log $d/error.log warn;
-events { worker_connections 16384; }
+events { worker_connections $NGINX_WORKER_CONNS; }
 http {
     access_log off;
 $(nginx_temp_paths "$d")
@@ -423,14 +563,8 @@ $(nginx_temp_paths "$d")
     }
     server {
         listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-        }
-    }
+$(nginx_proxy_location)
+    }$tls_server
 }
 EOF
     nginx -p "$d" -c "$d/nginx.conf" -t -q 2>"$d/check.log" || die "nginx config: $(cat "$d/check.log")"
@@ -438,17 +572,29 @@ EOF
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")
     wait_ready nginx "$NGINX_PID" "$NGINX_PORT" "$PATH_BENCH"
+    if part tls; then
+        wait_ready nginx "$NGINX_PID" "$NGINX_TLS_PORT" "$PATH_BENCH" https
+        TLS_PORT[nginx]=$NGINX_TLS_PORT
+    fi
 }
 
 start_haproxy() {
-    local d="$WORK/haproxy"
+    local d="$WORK/haproxy" tls_frontend=""
     mkdir -p "$d"
+    if part tls; then
+        # TLS 1.3 only, HTTP/1.1 by ALPN, HAProxy's defaults otherwise (session cache and tickets).
+        tls_frontend="
+frontend fe_tls
+    bind 127.0.0.1:$HAPROXY_TLS_PORT ssl crt $TLS_DIR/combined.pem alpn http/1.1 ssl-min-ver TLSv1.3
+    default_backend origin"
+    fi
     cat >"$d/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 4096
+    maxconn $HAPROXY_MAXCONN$HAPROXY_LIMITS
 defaults
     mode http
+    maxconn $HAPROXY_MAXCONN
     option http-keep-alive
     http-reuse always
     timeout connect 1s
@@ -457,7 +603,7 @@ defaults
     timeout http-keep-alive 120s
 frontend fe
     bind 127.0.0.1:$HAPROXY_PORT
-    default_backend origin
+    default_backend origin$tls_frontend
 backend origin
     balance roundrobin
     option forwardfor
@@ -471,6 +617,10 @@ EOF
     HAPROXY_PID=$!
     PIDS+=("$HAPROXY_PID")
     wait_ready haproxy "$HAPROXY_PID" "$HAPROXY_PORT" "$PATH_BENCH"
+    if part tls; then
+        wait_ready haproxy "$HAPROXY_PID" "$HAPROXY_TLS_PORT" "$PATH_BENCH" https
+        TLS_PORT[haproxy]=$HAPROXY_TLS_PORT
+    fi
 }
 
 # 50 routes of the shapes a real table has (exact and wildcard hosts; exact, prefix and regex
@@ -519,7 +669,8 @@ EOF
 
 # Meridian, or a variant of it (see --only): its own temp dir, ports and process.
 start_meridian_variant() { # name
-    local name=$1 d="$WORK/$1" i pid port admin preload="" access_log="access_log: { path: access.log }"
+    local name=$1 d="$WORK/$1" i pid port tls_port admin preload="" access_log="access_log: { path: access.log }"
+    local tls_listener=""
     case $name in
     meridian-nolog) access_log="" ;;
     meridian-jemalloc) preload=$(shared_lib libjemalloc.so.2) || die "libjemalloc.so.2 not found" ;;
@@ -527,10 +678,20 @@ start_meridian_variant() { # name
     esac
     mkdir -p "$d"
     meridian_table >"$d/table.yaml"
+    if part tls; then
+        # A second listener on the same proxy service (same worker, same table): TLS by rustls,
+        # HTTP/1.1 only (no h2 by ALPN).
+        tls_listener="
+  - address: \"127.0.0.1:0\"
+    tls:
+      http2: false
+      certificates:
+        - { hosts: [\"$HOST\"], cert: \"$TLS_DIR/cert.pem\", key: \"$TLS_DIR/key.pem\" }"
+    fi
     cat >"$d/gateway.yaml" <<EOF
 region: bench
 listeners:
-  - address: "127.0.0.1:0"
+  - address: "127.0.0.1:0"$tls_listener
 admin: "127.0.0.1:0"
 table: { file: table.yaml }
 workers: 1
@@ -548,11 +709,17 @@ EOF
         sleep 0.1
     done
     [[ -s $d/ports.json ]] || die "$name wrote no ports file; see $d/meridian.log"
-    read -r port admin <<<"$(python3 -c '
+    read -r port admin tls_port <<<"$(python3 -c '
 import json, sys
 b = json.load(open(sys.argv[1]))
-print(b["listeners"][0].rsplit(":", 1)[1], b["admin"].rsplit(":", 1)[1])' "$d/ports.json")"
+ls = [a.rsplit(":", 1)[1] for a in b["listeners"]]
+print(ls[0], b["admin"].rsplit(":", 1)[1], ls[1] if len(ls) > 1 else "")' "$d/ports.json")"
     wait_ready "$name" "$pid" "$port" "$PATH_BENCH"
+    if part tls; then
+        [[ -n $tls_port ]] || die "$name reported no TLS listener; see $d/ports.json"
+        wait_ready "$name" "$pid" "$tls_port" "$PATH_BENCH" https
+        TLS_PORT[$name]=$tls_port
+    fi
     PORT[$name]=$port
     ADMIN[$name]=$admin
     TPIDS[$name]=$pid
@@ -585,6 +752,20 @@ for t in $ONLY; do
     esac
 done
 for t in $ONLY; do log "$t on 127.0.0.1:${PORT[$t]} (pids $(echo "${TPIDS[$t]}" | xargs))"; done
+# The targets that terminate TLS (the bare Pingora proxy has no TLS listener), and what each
+# negotiates with an OpenSSL client such as wrk.
+TLS_TARGETS=()
+declare -A TLS_NEGOTIATED
+if part tls; then
+    for t in $ONLY; do
+        [[ -n ${TLS_PORT[$t]:-} ]] || continue
+        TLS_TARGETS+=("$t")
+        TLS_NEGOTIATED[$t]=$(tls_info "${TLS_PORT[$t]}")
+        log "$t: https on 127.0.0.1:${TLS_PORT[$t]}, negotiates ${TLS_NEGOTIATED[$t]} ($TLS_KEY certificate)"
+        [[ ${TLS_NEGOTIATED[$t]} == TLSv1.3* ]] || log "  warning: $t did not negotiate TLS 1.3"
+    done
+    ((${#TLS_TARGETS[@]})) || log "--tls: none of the targets terminates TLS"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 4. Measurements.
@@ -592,7 +773,15 @@ STAMP=$(date +%Y%m%dT%H%M%S)
 mkdir -p "$OUT_DIR"
 RAW="$OUT_DIR/load-$STAMP.csv"
 META="$OUT_DIR/load-$STAMP.meta.json"
-echo "round,target,kind,rate,duration_s,requests,rps,errors,p50_ms,p99_ms,proxy_cpu_s,proxy_cpu_us_per_req,origin_cpu_us_per_req,loadgen_cpu_s,other_cores,loadavg1" >"$RAW"
+# kind: saturation, fixed (plain HTTP); tls-keepalive, tls-full, tls-resumed (HTTPS; the last two
+# with Connection: close, so one request per connection). new_conns: TCP connections the machine
+# accepted meanwhile (PassiveOpens); tls_full, tls_resumed: handshakes as wrk counted them.
+echo "round,target,kind,rate,duration_s,requests,rps,errors,p50_ms,p99_ms,proxy_cpu_s,proxy_cpu_us_per_req,origin_cpu_us_per_req,loadgen_cpu_s,other_cores,loadavg1,new_conns,tls_full,tls_resumed" >"$RAW"
+
+# TCP connections accepted by the machine so far (all sockets; the origin's pools are warm).
+passive_opens() {
+    awk '$1 == "Tcp:" { if (!col) { for (i = 2; i <= NF; i++) if ($i == "PassiveOpens") col = i } else { print $col; exit } }' /proc/net/snmp
+}
 
 # Parses wrk --latency output: requests rps errors p50_ms p99_ms.
 parse_wrk() {
@@ -643,18 +832,29 @@ EOF
 # One measurement: load against one target while counting its CPU and the machine's.
 measure() { # round target kind rate
     local round=$1 t=$2 kind=$3 rate=$4 url out secs
-    local p0 p1 o0 o1 m0 m1 c0 c1 w0 w1 load
+    local p0 p1 o0 o1 m0 m1 c0 c1 w0 w1 n0 n1 load
+    local -a hdr=(-H "Host: $HOST") pre=()
     url="http://127.0.0.1:${PORT[$t]}$PATH_BENCH"
     out="$WORK/out-$round-$t-$kind-$rate.txt"
+    if [[ $kind == tls-* ]]; then
+        url="https://127.0.0.1:${TLS_PORT[$t]}$PATH_BENCH"
+        if [[ $kind != tls-keepalive ]]; then hdr+=(-H "Connection: close"); fi
+        if [[ -n $WRK_SHIM ]]; then
+            pre=(env LD_PRELOAD="$WRK_SHIM" WRK_TLS_SHIM_COUNTS="$out.tls"
+                WRK_TLS_SHIM_FULL="$([[ $kind == tls-full ]] && echo 1 || echo 0)")
+        fi
+    fi
     # shellcheck disable=SC2086 # pid lists split on purpose
     {
         load=$(cut -d' ' -f1 /proc/loadavg)
         children_times 0
         p0=$(cpu_ticks ${TPIDS[$t]}); o0=$(cpu_ticks $ORIGIN_PIDS); m0=$(machine_ticks)
+        n0=$(passive_opens)
         w0=$(date +%s%N)
-        if [[ $kind == saturation ]]; then
+        if [[ $kind != fixed ]]; then
             secs=$DURATION
-            wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" --latency -H "Host: $HOST" "$url" >"$out" 2>&1 || true
+            timeout $((secs + 15)) "${pre[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" --latency \
+                "${hdr[@]}" "$url" >"$out" 2>&1 || true
         else
             secs=$FIXED_DURATION
             case $LATENCY_TOOL in
@@ -670,33 +870,43 @@ measure() { # round target kind rate
             esac
         fi
         w1=$(date +%s%N)
+        n1=$(passive_opens)
         p1=$(cpu_ticks ${TPIDS[$t]}); o1=$(cpu_ticks $ORIGIN_PIDS); m1=$(machine_ticks)
         children_times 1
     }
     c0=$(children_cpu_s 0)
     c1=$(children_cpu_s 1)
-    local req rps err p50 p99
-    if [[ $kind == saturation ]]; then
+    local req rps err p50 p99 full="" resumed=""
+    if [[ $kind != fixed ]]; then
         read -r req rps err p50 p99 <<<"$(parse_wrk "$out")"
     else
         read -r req rps err p50 p99 <<<"$(parse_fixed "$out" 2>/dev/null || echo "0 0 0 0 0")"
     fi
+    if [[ -s $out.tls ]]; then read -r full resumed <"$out.tls"; fi
     local row
     row=$(awk -v r="$round" -v t="$t" -v k="$kind" -v rate="$rate" -v req="$req" -v rps="$rps" \
         -v err="$err" -v p50="$p50" -v p99="$p99" -v dp=$((p1 - p0)) -v dor=$((o1 - o0)) \
         -v dm=$((m1 - m0)) -v dc0="$c0" -v dc1="$c1" -v wall=$((w1 - w0)) -v tick="$TICK" \
-        -v load="$load" 'BEGIN {
+        -v load="$load" -v nc=$((n1 - n0)) -v full="$full" -v resumed="$resumed" 'BEGIN {
             ps = dp / tick; os = dor / tick; ls = dc1 - dc0; ms = dm / tick; wall_s = wall / 1e9
             other = (ms - ps - os - ls) / wall_s; if (other < 0) other = 0
             us = req > 0 ? ps * 1e6 / req : 0; ous = req > 0 ? os * 1e6 / req : 0
-            printf "%s,%s,%s,%s,%.2f,%d,%.1f,%d,%.3f,%.3f,%.2f,%.2f,%.2f,%.2f,%.2f,%s\n",
-                r, t, k, rate, wall_s, req, rps, err, p50, p99, ps, us, ous, ls, other, load }')
+            printf "%s,%s,%s,%s,%.2f,%d,%.1f,%d,%.3f,%.3f,%.2f,%.2f,%.2f,%.2f,%.2f,%s,%d,%s,%s\n",
+                r, t, k, rate, wall_s, req, rps, err, p50, p99, ps, us, ous, ls, other, load, nc, full, resumed }')
     echo "$row" >>"$RAW"
     IFS=, read -r _ _ _ _ _ _ rps err p50 p99 _ us _ _ other _ <<<"$row"
-    if [[ $kind == saturation ]]; then
-        log "round $round  $(printf '%-8s' "$t") saturation  $(printf '%8.0f' "$rps") req/s  p50 ${p50} ms  p99 ${p99} ms  ${us} µs/req  errors $err  (others used $other cores)"
-    else
-        log "round $round  $(printf '%-8s' "$t") @$(printf '%-6s' "$rate")     $(printf '%8.0f' "$rps") req/s  p50 ${p50} ms  p99 ${p99} ms  ${us} µs/req  errors $err  (others used $other cores)"
+    local what
+    case $kind in
+    saturation) what="saturation   $(printf '%8.0f' "$rps") req/s " ;;
+    fixed) what="@$(printf '%-6s' "$rate")      $(printf '%8.0f' "$rps") req/s " ;;
+    tls-keepalive) what="https k-alive $(printf '%8.0f' "$rps") req/s " ;;
+    tls-full) what="https full   $(printf '%8.0f' "$rps") conn/s" ;;
+    tls-resumed) what="https resumed$(printf '%8.0f' "$rps") conn/s" ;;
+    esac
+    log "round $round  $(printf '%-8s' "$t") $what  p50 ${p50} ms  p99 ${p99} ms  ${us} µs/req  errors $err  (others used $other cores)"
+    if [[ $kind == tls-full || $kind == tls-resumed ]]; then
+        log "  $((n1 - n0)) new connections for $req requests; handshakes seen by wrk: ${full:-?} full, ${resumed:-?} resumed"
+        if [[ $kind == tls-full && ${resumed:-0} -gt 0 ]]; then log "  warning: resumed handshakes in the full-handshake run"; fi
     fi
     if ((req == 0)); then log "  no requests counted; output: $out"; fi
     sleep 1
@@ -704,22 +914,27 @@ measure() { # round target kind rate
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average before: $LOAD_BEFORE"
-for t in $ONLY; do
-    wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -H "Host: $HOST" "http://127.0.0.1:${PORT[$t]}$PATH_BENCH" >/dev/null 2>&1 || true
-done
 read -r -a TARGETS <<<"$ONLY"
-for ((round = 1; round <= ROUNDS; round++)); do
-    # Rotate the order every round so that no target always runs first or last.
-    order=()
-    for ((i = 0; i < ${#TARGETS[@]}; i++)); do
-        order+=("${TARGETS[$(((i + round - 1) % ${#TARGETS[@]}))]}")
+# The targets in an order that rotates every round, so that none always runs first or last.
+rotated() { # round target...
+    local round=$1 i
+    shift
+    for ((i = 0; i < $#; i++)); do
+        echo "${@:$(((i + round - 1) % $# + 1)):1}"
     done
-    for t in "${order[@]}"; do
-        measure "$round" "$t" saturation 0
-        for r in $RATES; do measure "$round" "$t" fixed "$r"; done
+}
+if part http; then
+    for t in $ONLY; do
+        timeout $((WARMUP + 15)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -H "Host: $HOST" \
+            "http://127.0.0.1:${PORT[$t]}$PATH_BENCH" >/dev/null 2>&1 || true
     done
-done
-LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for t in $(rotated "$round" "${TARGETS[@]}"); do
+            measure "$round" "$t" saturation 0
+            for r in $RATES; do measure "$round" "$t" fixed "$r"; done
+        done
+    done
+fi
 
 # Meridian's own view: the split it made and the access log it wrote.
 MERIDIAN_NOTE=""
@@ -737,7 +952,7 @@ for t in $ONLY; do
     MERIDIAN_NOTE+="${MERIDIAN_NOTE:+; }$note"
 done
 
-# Peak RSS over the whole run.
+# Peak RSS over the plain HTTP rounds (before the HTTPS and idle-connection parts).
 declare -A RSS
 for t in $ONLY; do
     # shellcheck disable=SC2086
@@ -745,6 +960,65 @@ for t in $ONLY; do
 done
 # shellcheck disable=SC2086
 RSS[origin]=$(peak_rss_kib $ORIGIN_PIDS)
+
+# ---------------------------------------------------------------------------------------------
+# HTTPS (--tls): per round, per TLS target (order rotated): keep-alive saturation, then one
+# request per connection with full handshakes, then with resumed ones (TLS 1.3 tickets).
+if part tls && ((${#TLS_TARGETS[@]})); then
+    for t in "${TLS_TARGETS[@]}"; do
+        timeout $((WARMUP + 15)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -H "Host: $HOST" \
+            "https://127.0.0.1:${TLS_PORT[$t]}$PATH_BENCH" >/dev/null 2>&1 || true
+    done
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for t in $(rotated "$round" "${TLS_TARGETS[@]}"); do
+            measure "$round" "$t" tls-keepalive 0
+            if [[ -n $WRK_SHIM ]]; then measure "$round" "$t" tls-full 0; fi
+            measure "$round" "$t" tls-resumed 0
+        done
+    done
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Idle connections (--idle): once per target, in a process that has not held that many before
+# (an allocator keeps part of what it freed, so a second pass would count only new growth).
+IDLE_CSV="$OUT_DIR/load-$STAMP.idle.csv"
+if part idle; then
+    echo "target,conns,opened,open_at_measure,closed_by_proxy,unexpected_data,reused_ok,rss_before_kib,rss_held_kib,rss_after_close_kib,kib_per_conn,open_s,hold_s,open_errors,reuse_errors" >"$IDLE_CSV"
+    for t in $ONLY; do
+        sleep 1
+        log "idle: $t: $IDLE_CONNS keep-alive connections, one request each, held ${IDLE_HOLD}s"
+        out="$WORK/idle-$t.json"
+        timeout $((IDLE_HOLD + 300)) python3 "$HERE/idle.py" --port "${PORT[$t]}" --host "$HOST" \
+            --path "$PATH_BENCH" --expect "$BODY" --pids "$(echo "${TPIDS[$t]}" | xargs | tr ' ' ,)" \
+            --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" >"$out" 2>"$out.err" || true
+        row=$(python3 - "$t" "$out" <<'EOF'
+import json, sys
+t, path = sys.argv[1:3]
+try:
+    d = json.load(open(path))
+except (OSError, ValueError):
+    d = {}
+def fmt(e):
+    return " ".join(f"{k}={v}" for k, v in sorted((e or {}).items()))
+cols = ["conns", "opened", "open_at_measure", "closed_by_proxy", "unexpected_data", "reused_ok",
+        "rss_before_kib", "rss_held_kib", "rss_after_close_kib", "kib_per_conn", "open_s", "hold_s"]
+print(",".join([t] + ["" if d.get(c) is None else str(d[c]) for c in cols]
+               + [fmt(d.get("open_errors")), fmt(d.get("reuse_errors"))]))
+EOF
+        )
+        echo "$row" >>"$IDLE_CSV"
+        IFS=, read -r _ conns opened held closed data reused before after _ kib _ _ oerr rerr <<<"$row"
+        if [[ -z $opened ]]; then
+            log "  idle.py gave no result; see $out and $out.err"
+            continue
+        fi
+        log "  opened $opened/$conns, open at measurement $held (closed by the proxy $closed, data $data), reused OK $reused;" \
+            "RSS $((before / 1024)) -> $((after / 1024)) MiB: ${kib:-n/a} KiB per connection"
+        if [[ -n $oerr ]]; then log "  open errors: $oerr"; fi
+        if [[ -n $rerr ]]; then log "  reuse errors: $rerr"; fi
+    done
+fi
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------------------------
 # Optional: where the time goes. For each target, under wrk:
@@ -842,10 +1116,21 @@ version_of() { "$@" 2>&1 | head -1 | tr -d '\r' || true; }
     printf '  "settings": {\n'
     printf '    "rounds": %s, "duration_s": %s, "fixed_duration_s": %s, "connections": %s, "threads": %s,\n' \
         "$ROUNDS" "$DURATION" "$FIXED_DURATION" "$CONNS" "$THREADS"
-    printf '    "rates": [%s], "latency_tool": %s, "targets": [%s]\n' \
-        "$(echo "$RATES" | xargs | sed 's/ /, /g')" "$(json_str "$LATENCY_TOOL")" \
+    printf '    "rates": [%s], "latency_tool": %s, "targets": [%s],\n' \
+        "$(part http && echo "$RATES" | xargs | sed 's/ /, /g')" "$(json_str "$LATENCY_TOOL")" \
         "$(for t in $ONLY; do json_str "$t"; echo; done | paste -sd, -)"
+    printf '    "parts": [%s]\n' "$(for p in $PARTS; do json_str "$p"; echo; done | paste -sd, -)"
     printf '  },\n'
+    printf '  "tls": {\n'
+    printf '    "key": %s, "wrk_shim": %s, "openssl": %s,\n' "$(json_str "$TLS_KEY")" \
+        "$([[ -n $WRK_SHIM ]] && echo true || echo false)" "$(json_str "$(version_of openssl version)")"
+    printf '    "targets": [%s],\n' "$(for t in "${TLS_TARGETS[@]}"; do json_str "$t"; echo; done | paste -sd, -)"
+    printf '    "negotiated": {%s}\n' \
+        "$(for t in "${TLS_TARGETS[@]}"; do printf '%s: %s\n' "$(json_str "$t")" "$(json_str "${TLS_NEGOTIATED[$t]}")"; done | paste -sd, -)"
+    printf '  },\n'
+    printf '  "idle": { "connections": %s, "hold_s": %s, "nofile": %s, "nginx_worker_connections": %s, "haproxy_maxconn": %s, "csv": %s },\n' \
+        "$IDLE_CONNS" "$IDLE_HOLD" "$NOFILE" "$NGINX_WORKER_CONNS" "$HAPROXY_MAXCONN" \
+        "$(json_str "$(part idle && basename "$IDLE_CSV")")"
     printf '  "peak_rss_kib": {'
     first=1
     for k in "${!RSS[@]}"; do
@@ -862,4 +1147,5 @@ echo
 python3 "$HERE/summarize.py" "$RAW" "$META" "$OUT_DIR/load-$STAMP"
 echo
 log "raw: $RAW"
+if part idle; then log "idle connections: $IDLE_CSV"; fi
 log "summary: $OUT_DIR/load-$STAMP.summary.md (and .summary.json)"

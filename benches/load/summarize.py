@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """Summarises one load run of benches/load/run.sh.
 
-Reads the raw CSV (one row per measurement) and the run's metadata JSON, prints a Markdown table
+Reads the raw CSV (one row per measurement) and the run's metadata JSON, prints Markdown tables
 with the median of the rounds for each target and Meridian's ratio to each peer, and writes the
-summary next to the raw files as JSON and Markdown.
+summary next to the raw files as JSON and Markdown. Tables, for the parts that ran:
+- plain HTTP/1.1: saturation, fixed rates, CPU per request, peak RSS;
+- HTTPS (--tls): keep-alive saturation, and new connections per second with full and with
+  resumed TLS 1.3 handshakes, with the proxy's CPU per request or per connection;
+- idle connections (--idle, from the .idle.csv beside the raw CSV): KiB of RSS per connection.
 
 Usage: summarize.py RAW_CSV META_JSON OUT_PREFIX
 """
 
 import csv
 import json
+import os
 import statistics
 import sys
 
@@ -51,12 +56,213 @@ def ratio(a, b):
     return a / b
 
 
+def table(head, rows):
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def times(v):
+    return fmt(v, 2) + "×"
+
+
+TLS_KINDS = ("tls-keepalive", "tls-full", "tls-resumed")
+
+
+def tls_summary(rows, targets):
+    """Medians per target and kind of the HTTPS rounds."""
+    out = {}
+    for t in targets:
+        per = {}
+        for kind in TLS_KINDS:
+            rs = [r for r in rows if r["target"] == t and r["kind"] == kind]
+            if not rs:
+                continue
+            reqs = sum(int(r["requests"] or 0) for r in rs)
+            full = [num(r.get("tls_full")) for r in rs]
+            resumed = [num(r.get("tls_resumed")) for r in rs]
+            seen = None
+            if all(v is not None for v in full + resumed) and sum(full) + sum(resumed) > 0:
+                seen = sum(resumed) / (sum(full) + sum(resumed))
+            per[kind] = {
+                "rps": median(num(r["rps"]) for r in rs),
+                "rps_rounds": [num(r["rps"]) for r in rs],
+                "p50_ms": median(num(r["p50_ms"]) for r in rs),
+                "p99_ms": median(num(r["p99_ms"]) for r in rs),
+                "cpu_us_per_req": median(num(r["proxy_cpu_us_per_req"]) for r in rs),
+                "loadgen_cpu_s": median(num(r["loadgen_cpu_s"]) for r in rs),
+                "errors": sum(int(r["errors"] or 0) for r in rs),
+                # TCP connections accepted per request: 1.0 when every request had its own.
+                "new_conns_per_req": (
+                    sum(int(num(r.get("new_conns")) or 0) for r in rs) / reqs if reqs else None
+                ),
+                "resumed_share": seen,
+            }
+        if per:
+            out[t] = per
+    return out
+
+
+def tls_tables(tls, meta):
+    targets = list(tls)
+    lines = [
+        "HTTPS (TLS 1.3, HTTP/1.1, one "
+        + {"ec256": "ECDSA P-256", "rsa2048": "RSA 2048"}.get(meta.get("tls", {}).get("key"), "?")
+        + " certificate): keep-alive requests, and new connections with one request each",
+        "",
+    ]
+    head = [
+        "target",
+        "keep-alive req/s",
+        "p50 / p99 (ms)",
+        "CPU µs/req",
+        "full handshakes/s",
+        "p50 / p99 (ms)",
+        "CPU µs per full handshake+req",
+        "resumed handshakes/s",
+        "CPU µs per resumed handshake+req",
+        "conns/req (full / resumed)",
+        "resumed share (full / resumed run)",
+        "errors",
+    ]
+    body = []
+    for t in targets:
+        k, f, r = (tls[t].get(x, {}) for x in TLS_KINDS)
+        shares = " / ".join(
+            "n/a" if d.get("resumed_share") is None else f"{100 * d['resumed_share']:.0f}%"
+            for d in (f, r)
+        )
+        conns = " / ".join(fmt(d.get("new_conns_per_req"), 2) for d in (f, r))
+        body.append([
+            t,
+            fmt(k.get("rps"), 0),
+            f"{fmt(k.get('p50_ms'), 2)} / {fmt(k.get('p99_ms'), 2)}",
+            fmt(k.get("cpu_us_per_req")),
+            fmt(f.get("rps"), 0),
+            f"{fmt(f.get('p50_ms'), 2)} / {fmt(f.get('p99_ms'), 2)}",
+            fmt(f.get("cpu_us_per_req")),
+            fmt(r.get("rps"), 0),
+            fmt(r.get("cpu_us_per_req")),
+            conns,
+            shares,
+            str(sum(d.get("errors", 0) for d in (k, f, r))),
+        ])
+    lines += table(head, body)
+    ratios = {}
+    ours = [t for t in targets if t.startswith("meridian")]
+    peers = [t for t in targets if t in ("nginx", "haproxy")]
+    for mine in ours:
+        for peer in peers:
+            m, p = tls[mine], tls[peer]
+
+            def rr(kind, key):
+                return ratio(m.get(kind, {}).get(key), p.get(kind, {}).get(key))
+
+            ratios[f"{mine} / {peer}"] = {
+                "keepalive_rps": rr("tls-keepalive", "rps"),
+                "keepalive_cpu_us_per_req": rr("tls-keepalive", "cpu_us_per_req"),
+                "full_rps": rr("tls-full", "rps"),
+                "full_cpu_us_per_conn": rr("tls-full", "cpu_us_per_req"),
+                "resumed_rps": rr("tls-resumed", "rps"),
+                "resumed_cpu_us_per_conn": rr("tls-resumed", "cpu_us_per_req"),
+            }
+    if ratios:
+        lines.append("")
+        head = [
+            "ratio",
+            "keep-alive req/s (higher is better)",
+            "keep-alive CPU/req (lower is better)",
+            "full handshakes/s",
+            "CPU/full handshake",
+            "resumed handshakes/s",
+            "CPU/resumed handshake",
+        ]
+        lines += table(head, [
+            [name] + [times(r[k]) for k in (
+                "keepalive_rps", "keepalive_cpu_us_per_req", "full_rps", "full_cpu_us_per_conn",
+                "resumed_rps", "resumed_cpu_us_per_conn")]
+            for name, r in ratios.items()
+        ])
+    neg = meta.get("tls", {}).get("negotiated", {})
+    if neg:
+        lines.append("")
+        lines.append("Negotiated with an OpenSSL client (as wrk): " + "; ".join(
+            f"{t}: {v}" for t, v in neg.items()) + ".")
+    return lines, ratios
+
+
+def idle_tables(path, targets):
+    with open(path, newline="") as f:
+        rows = {r["target"]: r for r in csv.DictReader(f)}
+    summary = {}
+    for t in targets:
+        r = rows.get(t)
+        if r is None:
+            continue
+        summary[t] = {
+            "conns": int(num(r["conns"]) or 0),
+            "opened": int(num(r["opened"]) or 0),
+            "open_at_measure": int(num(r["open_at_measure"]) or 0),
+            "closed_by_proxy": int(num(r["closed_by_proxy"]) or 0),
+            "unexpected_data": int(num(r["unexpected_data"]) or 0),
+            "reused_ok": None if num(r["reused_ok"]) is None else int(num(r["reused_ok"])),
+            "rss_before_mib": None if num(r["rss_before_kib"]) is None else num(r["rss_before_kib"]) / 1024,
+            "rss_held_mib": None if num(r["rss_held_kib"]) is None else num(r["rss_held_kib"]) / 1024,
+            "rss_after_close_mib": (
+                None if num(r["rss_after_close_kib"]) is None else num(r["rss_after_close_kib"]) / 1024
+            ),
+            "kib_per_conn": num(r["kib_per_conn"]),
+            "open_s": num(r["open_s"]),
+            "open_errors": r.get("open_errors", ""),
+            "reuse_errors": r.get("reuse_errors", ""),
+        }
+    n = max((s["conns"] for s in summary.values()), default=0)
+    hold = {num(r["hold_s"]) for r in rows.values()}
+    lines = [
+        f"Idle keep-alive connections: {n:,} per target, one request each, held "
+        f"{fmt(min(hold) if hold else None, 0)} s; RSS of the proxy's processes",
+        "",
+    ]
+    head = ["target", "open at measurement", "RSS before (MiB)", "RSS held (MiB)", "KiB per connection",
+            "RSS after close (MiB)", "reused OK", "opening (s)"]
+    body = []
+    for t, s in summary.items():
+        open_cell = f"{s['open_at_measure']:,} / {s['conns']:,}"
+        if s["closed_by_proxy"] or s["unexpected_data"]:
+            open_cell += f" ({s['closed_by_proxy']} closed by the proxy, {s['unexpected_data']} with data)"
+        if s["open_errors"]:
+            open_cell += f" (open errors: {s['open_errors']})"
+        body.append([
+            t,
+            open_cell,
+            fmt(s["rss_before_mib"]),
+            fmt(s["rss_held_mib"]),
+            fmt(s["kib_per_conn"], 2),
+            fmt(s["rss_after_close_mib"]),
+            "n/a" if s["reused_ok"] is None else f"{s['reused_ok']:,}",
+            fmt(s["open_s"], 1),
+        ])
+    lines += table(head, body)
+    ratios = {}
+    for mine in [t for t in summary if t.startswith(("meridian", "pingora"))]:
+        for peer in [t for t in summary if t in ("nginx", "haproxy")]:
+            ratios[f"{mine} / {peer}"] = {
+                "kib_per_conn": ratio(summary[mine]["kib_per_conn"], summary[peer]["kib_per_conn"])
+            }
+    if ratios:
+        lines.append("")
+        lines += table(["ratio", "KiB per idle connection (lower is better)"],
+                       [[name, times(r["kib_per_conn"])] for name, r in ratios.items()])
+    return lines, summary, ratios
+
+
 def main():
     raw_csv, meta_json, out_prefix = sys.argv[1:4]
     with open(raw_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     with open(meta_json) as f:
         meta = json.load(f)
+    parts = meta["settings"].get("parts", ["http"])
     rates = [int(r) for r in meta["settings"]["rates"]]
     targets = [t for t in ORDER if t in meta["settings"]["targets"]]
     # Ratios: Meridian (and its variants, and the bare Pingora reference) to each peer.
@@ -73,7 +279,11 @@ def main():
             "origin_cpu_us_per_req": median(num(r["origin_cpu_us_per_req"]) for r in sat),
             "sat_p50_ms": median(num(r["p50_ms"]) for r in sat),
             "sat_p99_ms": median(num(r["p99_ms"]) for r in sat),
-            "errors": sum(int(r["errors"] or 0) for r in rows if r["target"] == t),
+            "errors": sum(
+                int(r["errors"] or 0)
+                for r in rows
+                if r["target"] == t and r["kind"] in ("saturation", "fixed")
+            ),
             "peak_rss_mib": num(meta.get("peak_rss_kib", {}).get(t)),
             "fixed": {},
         }
@@ -148,25 +358,60 @@ def main():
             cells.append(fmt(r[f"p99@{rate}"], 2) + "×")
         cells += [fmt(r["cpu_us_per_req"], 2) + "×", fmt(r["peak_rss"], 2) + "×"]
         lines.append("| " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    if "http" not in parts:
+        lines, summary, ratios = [], {}, {}
+
+    tls, tls_ratios = {}, {}
+    if "tls" in parts:
+        tls = tls_summary(rows, targets)
+        if tls:
+            tls_lines, tls_ratios = tls_tables(tls, meta)
+            lines += ([""] if lines else []) + tls_lines
+    idle, idle_ratios = {}, {}
+    idle_csv = meta.get("idle", {}).get("csv")
+    if "idle" in parts and idle_csv:
+        path = os.path.join(os.path.dirname(os.path.abspath(raw_csv)), idle_csv)
+        if os.path.exists(path):
+            idle_lines, idle, idle_ratios = idle_tables(path, targets)
+            lines += ([""] if lines else []) + idle_lines
+    text = "\n".join(lines)
 
     ctx = meta["machine"]
     note = (
         f"{meta['date']} · {ctx['nproc']} CPUs ({ctx['cpu_model']}) · "
-        f"load average before/after: {ctx['loadavg_before']} / {ctx['loadavg_after']} · "
-        f"other processes used {fmt(median(num(r['other_cores'] ) for r in rows), 2)} cores "
-        f"(median over measurements) · rounds: {meta['settings']['rounds']}, "
-        f"saturation {meta['settings']['duration_s']} s, fixed rate {meta['settings']['fixed_duration_s']} s "
-        f"with {meta['settings']['latency_tool']}"
+        f"load average before/after: {ctx['loadavg_before']} / {ctx['loadavg_after']}"
     )
-    print(table)
+    if rows:
+        note += (
+            f" · other processes used {fmt(median(num(r['other_cores']) for r in rows), 2)} cores "
+            f"(median over measurements) · rounds: {meta['settings']['rounds']}, "
+            f"saturation {meta['settings']['duration_s']} s"
+        )
+    if "http" in parts and rates:
+        note += (
+            f", fixed rate {meta['settings']['fixed_duration_s']} s "
+            f"with {meta['settings']['latency_tool']}"
+        )
+    print(text)
     print()
     print(note)
 
     with open(out_prefix + ".summary.json", "w") as f:
-        json.dump({"meta": meta, "summary": summary, "ratios": ratios}, f, indent=2)
+        json.dump(
+            {
+                "meta": meta,
+                "summary": summary,
+                "ratios": ratios,
+                "tls": tls,
+                "tls_ratios": tls_ratios,
+                "idle": idle,
+                "idle_ratios": idle_ratios,
+            },
+            f,
+            indent=2,
+        )
     with open(out_prefix + ".summary.md", "w") as f:
-        f.write(table + "\n\n" + note + "\n")
+        f.write(text + "\n\n" + note + "\n")
 
 
 if __name__ == "__main__":
