@@ -82,6 +82,8 @@ Usage: benches/load/run.sh [options]
                         pingora-nosteal (work_stealing off)
   --latency-tool T      oha or hey (default: oha if found or installable, else hey)
   --meridian PATH       use this meridian binary instead of building one
+  --meridian-b PATH     a second meridian binary, run as target meridian-b (A/B of two builds
+                        in the same run; add meridian-b to --only)
   --no-build            use the already built target/release/meridian
   --no-install          never install anything; fail if a tool is missing
   --perf [S]            after the rounds, profile each proxy for S s (default $PERF_SECONDS)
@@ -110,6 +112,7 @@ while (($#)); do
     --only) ONLY=$2; shift ;;
     --latency-tool) LATENCY_TOOL=$2; shift ;;
     --meridian) MERIDIAN_BIN=$2; BUILD=0; shift ;;
+    --meridian-b) MERIDIAN_B_BIN=$2; shift ;;
     --no-build) BUILD=0 ;;
     --no-install) INSTALL=0 ;;
     --perf)
@@ -132,7 +135,7 @@ for r in $RATES; do
     [[ $r =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: not a rate: $r" >&2; exit 2; }
 done
 for t in $ONLY; do
-    [[ $t =~ ^(nginx|haproxy|meridian|meridian-nolog|meridian-jemalloc|meridian-mimalloc|pingora|pingora-nosteal)$ ]] ||
+    [[ $t =~ ^(nginx|haproxy|meridian|meridian-b|meridian-nolog|meridian-jemalloc|meridian-mimalloc|pingora|pingora-nosteal)$ ]] ||
         { echo "run.sh: unknown target $t" >&2; exit 2; }
 done
 
@@ -670,8 +673,9 @@ EOF
 # Meridian, or a variant of it (see --only): its own temp dir, ports and process.
 start_meridian_variant() { # name
     local name=$1 d="$WORK/$1" i pid port tls_port admin preload="" access_log="access_log: { path: access.log }"
-    local tls_listener=""
+    local tls_listener="" bin=$MERIDIAN_BIN
     case $name in
+    meridian-b) bin=${MERIDIAN_B_BIN:-} && [[ -x $bin ]] || die "meridian-b needs --meridian-b PATH" ;;
     meridian-nolog) access_log="" ;;
     meridian-jemalloc) preload=$(shared_lib libjemalloc.so.2) || die "libjemalloc.so.2 not found" ;;
     meridian-mimalloc) preload=$(shared_lib libmimalloc.so.2) || die "libmimalloc.so.2 not found" ;;
@@ -698,9 +702,9 @@ workers: 1
 upstream_keepalive_pool: 128
 $access_log
 EOF
-    "$MERIDIAN_BIN" validate "$d" >"$d/validate.log" 2>&1 || die "$name config: $(cat "$d/validate.log")"
+    "$bin" validate "$d" >"$d/validate.log" 2>&1 || die "$name config: $(cat "$d/validate.log")"
     env ${preload:+LD_PRELOAD="$preload"} RUST_LOG="${RUST_LOG:-info}" \
-        "$MERIDIAN_BIN" gateway --config "$d/gateway.yaml" --ports-file "$d/ports.json" >"$d/meridian.log" 2>&1 &
+        "$bin" gateway --config "$d/gateway.yaml" --ports-file "$d/ports.json" >"$d/meridian.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     for ((i = 0; i < 100; i++)); do

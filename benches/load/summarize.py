@@ -22,6 +22,7 @@ ORDER = [
     "nginx",
     "haproxy",
     "meridian",
+    "meridian-b",
     "meridian-nolog",
     "meridian-jemalloc",
     "meridian-mimalloc",

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::prelude::Server;
 use pingora::server::configuration::ServerConf;
 use pingora::services::listening::Service;
@@ -65,7 +66,16 @@ pub fn add_gateway(server: &mut Server, gw: &Arc<Gateway>) -> anyhow::Result<Bou
         let addr = resolve_port(l.address)
             .with_context(|| format!("listeners[{i}].address {}", l.address))?;
         match &l.tls {
-            None => proxy.add_tcp(&addr.to_string()),
+            // No read buffer under plain HTTP/1: Pingora's default is a zero-filled 64 KiB
+            // per client connection, resident for as long as the connection is open (46 KiB
+            // per idle keep-alive connection measured, against nginx's 0.3-0.6). The HTTP/1
+            // session reads request heads into its own buffer, so this costs no extra syscalls.
+            // TLS listeners keep the default: rustls reads record by record and the buffer
+            // saves syscalls there.
+            None => proxy.add_listener(
+                ListenerConfig::tcp(addr.to_string())
+                    .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
+            ),
             Some(tls) => {
                 let settings = crate::tls::settings(tls)
                     .map_err(|e| anyhow::anyhow!("listeners[{i}].tls: {e}"))?;
