@@ -360,3 +360,69 @@ async fn access_log_is_json_without_query_strings_or_secret_headers() {
         "{line}"
     );
 }
+
+/// Sends one keep-alive GET on `s` and reads its whole response (content-length bodies only).
+async fn keepalive_get(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /api/idle HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(n > 0, "closed before a whole response");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("content-length");
+            if body.len() >= len {
+                return text;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keepalive_client_connection_is_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncReadExt;
+    let up = MockUpstream::start(UpstreamConfig::new("alpha"))
+        .await
+        .expect("upstream");
+    let gw = Gw::start(&api_table(&up), "client_idle_timeout_ms: 1000\n").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr())
+        .await
+        .expect("connect");
+
+    // Requests closer together than the timeout share the connection.
+    for _ in 0..3 {
+        let r = keepalive_get(&mut s).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(up.requests(), 3);
+
+    // Then silence: the gateway closes the connection after about 1 s (whole seconds).
+    let idle_from = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("the gateway closed the idle connection within 10 s")
+        .unwrap_or(0);
+    let waited = idle_from.elapsed();
+    assert_eq!(n, 0, "the close is clean, with no data");
+    assert!(
+        waited >= Duration::from_millis(600) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+}

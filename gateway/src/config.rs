@@ -57,6 +57,12 @@ pub struct GatewayFile {
     /// How long an idle pooled upstream connection is kept. Default: 60000 ms.
     #[serde(default = "idle")]
     pub upstream_idle_timeout_ms: u64,
+    /// How long a client's keep-alive connection may sit idle between requests before the
+    /// gateway closes it (Pingora counts whole seconds, so this is rounded up to one). Without
+    /// it, an HTTP/1.1 connection that has served a request is kept open forever, and idle
+    /// clients pile up. Between 1000 and 3600000. Default: 60000 ms.
+    #[serde(default = "idle")]
+    pub client_idle_timeout_ms: u64,
     /// JSON access log. Default: off.
     #[serde(default)]
     pub access_log: Option<AccessLogFile>,
@@ -290,6 +296,8 @@ pub struct GatewayConfig {
     pub upstream_keepalive_pool: usize,
     /// Pool idle timeout.
     pub upstream_idle_timeout: Duration,
+    /// Client keep-alive idle timeout, in whole seconds (at least 1).
+    pub client_idle_timeout_s: u64,
     /// Access log target and header allowlist (lower case).
     pub access_log: Option<(PathBuf, Vec<String>)>,
     /// Debug response headers.
@@ -394,6 +402,9 @@ impl TryFrom<(GatewayFile, &Path)> for GatewayConfig {
                 .collect();
             (path, allow)
         });
+        if !(1_000..=3_600_000).contains(&f.client_idle_timeout_ms) {
+            errs.push("client_idle_timeout_ms", "must be between 1000 and 3600000");
+        }
         let admin = errs.is_empty().then_some(admin).flatten();
         let Some(admin) = admin else {
             return Err(errs);
@@ -413,6 +424,7 @@ impl TryFrom<(GatewayFile, &Path)> for GatewayConfig {
             workers: f.workers,
             upstream_keepalive_pool: f.upstream_keepalive_pool,
             upstream_idle_timeout: Duration::from_millis(f.upstream_idle_timeout_ms),
+            client_idle_timeout_s: f.client_idle_timeout_ms.div_ceil(1000).max(1),
             access_log,
             debug_headers: f.debug_headers,
         })
@@ -555,11 +567,12 @@ mod tests {
         assert_eq!(c.table_file, Path::new("/etc/meridian/t.yaml"));
         assert_eq!(c.timeouts.connect, Duration::from_millis(1000));
         assert_eq!(c.workers, 1);
+        assert_eq!(c.client_idle_timeout_s, 60);
     }
 
     #[test]
     fn every_error_is_reported_with_its_path() {
-        let text = "region: ''\nlisteners: [{address: 'nope'}]\nadmin: 'x'\ntable: {file: t.yaml, poll_ms: 0}\nworkers: 0\ntimeouts: {connect_ms: 0}\n";
+        let text = "region: ''\nlisteners: [{address: 'nope'}]\nadmin: 'x'\ntable: {file: t.yaml, poll_ms: 0}\nworkers: 0\ntimeouts: {connect_ms: 0}\nclient_idle_timeout_ms: 10\n";
         let err = GatewayConfig::parse(text, Path::new("."))
             .expect_err("invalid")
             .to_string();
@@ -570,6 +583,7 @@ mod tests {
             "workers: must be",
             "table.poll_ms: must be",
             "timeouts.connect_ms: must be",
+            "client_idle_timeout_ms: must be between 1000 and 3600000",
         ] {
             assert!(err.contains(want), "missing {want} in {err}");
         }

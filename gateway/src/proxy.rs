@@ -486,6 +486,13 @@ impl ProxyHttp for Proxy {
             req.headers.get("traceparent").map(|v| v.as_bytes()),
             &mut ctx.rng,
         );
+        // Bound how long this connection may then wait for its next request (Pingora keeps an
+        // HTTP/1.1 keep-alive connection open forever otherwise). Only when keep-alive is on:
+        // `Connection: close` and HTTP/1.0 stay off.
+        if session.get_keepalive().is_some_and(|t| t == 0) {
+            session.set_keepalive(Some(self.0.config.client_idle_timeout_s));
+        }
+        let req = session.req_header();
         ctx.idempotent = retry::idempotent(req);
         ctx.hop_limited = req.headers.contains_key(retry::ATTEMPT_HEADER);
         let Some(snap) = self.0.snapshot.load_full() else {
