@@ -68,8 +68,9 @@ pub struct TableResponse {
     pub table: Table,
 }
 
-/// `POST /v1/reports`: what a gateway runs, what it refused, and its SLIs. Sent after every apply
-/// or refusal and periodically. Answered `204 No Content`.
+/// `POST /v1/reports`: what a gateway runs, what it refused, its SLIs, and its RTTs to the other
+/// regions. Sent after every apply or refusal, after every RTT probe round, and periodically.
+/// Answered `204 No Content`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Wire version.
@@ -88,6 +89,15 @@ pub struct Report {
     /// Cumulative per-subset counters since the gateway started.
     #[serde(default)]
     pub slis: Vec<SubsetSli>,
+    /// Round-trip times from this gateway to the other regions of its table, in milliseconds by
+    /// region: the fastest TCP connect of the gateway's latest probe round to up to 3 endpoints
+    /// of that region. Sent once per round, in the first report after it; a region the round
+    /// could not reach is left out. The control plane smooths these per pair (this region, that
+    /// region) and orders `failover: auto` by them. A value must be finite, at least 0 and below
+    /// 60000, and both regions must be in the intent; any other value is ignored (and counted in
+    /// [`GatewayStatus::rtt_ignored`]). Default: empty (older gateways send none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rtt_ms: BTreeMap<String, f64>,
 }
 
 /// A table a gateway applied.
@@ -202,6 +212,12 @@ pub struct GatewayStatus {
     pub last_seen_unix_ms: u64,
     /// The last refusal, if any.
     pub last_nack: Option<Nack>,
+    /// The valid RTTs (ms by region) of this gateway's latest report that carried any.
+    #[serde(default)]
+    pub rtt_ms: BTreeMap<String, f64>,
+    /// How many reported RTT values were ignored as invalid (bad number, unknown region).
+    #[serde(default)]
+    pub rtt_ignored: u64,
 }
 
 /// One concrete endpoint and its health.
@@ -302,5 +318,28 @@ mod tests {
                 .expect("unknown fields are tolerated");
         assert!(check_wire(r.wire).is_ok());
         assert!(check_wire(WIRE_VERSION + 1).is_err());
+    }
+
+    #[test]
+    fn rtt_in_reports_is_optional_and_round_trips() {
+        // An older gateway sends no `rtt_ms`.
+        let old: Report = serde_json::from_str(r#"{"wire":1,"gateway":"g","region":"r"}"#)
+            .expect("a report without rtt_ms");
+        assert!(old.rtt_ms.is_empty());
+        // Nothing to say, nothing sent: older control planes see the report they know.
+        let text = serde_json::to_string(&old).expect("json");
+        assert!(!text.contains("rtt_ms"), "{text}");
+        let new = Report {
+            rtt_ms: BTreeMap::from([("us-east".to_string(), 71.5)]),
+            ..old
+        };
+        let back: Report =
+            serde_json::from_str(&serde_json::to_string(&new).expect("json")).expect("parse");
+        assert_eq!(back, new);
+        // A value of the wrong type is a malformed report, not a silently dropped one.
+        assert!(serde_json::from_str::<Report>(
+            r#"{"wire":1,"gateway":"g","region":"r","rtt_ms":{"x":"fast"}}"#
+        )
+        .is_err());
     }
 }

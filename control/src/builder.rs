@@ -9,9 +9,10 @@
 //! - every route, verbatim.
 //!
 //! Health: an endpoint absent from the health map is *unknown* and listed healthy. RTT: a region
-//! whose failover is `auto` fails over to every other region in order of RTT (measured from
-//! `(region, other)` when that pair is known, else from the control plane to `other`; unmeasured
-//! regions last, then by name).
+//! whose failover is `auto` fails over to every other region in order of RTT: the pair
+//! `(region, other)` as measured by the region's own gateways when it is known, else the control
+//! plane's own measurement of `other`; unmeasured regions last, then by name. So two regions can
+//! get different orders (see [`crate::rtt`] for where the figures come from).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -45,7 +46,8 @@ pub struct Concrete {
     pub sni: Option<String>,
 }
 
-/// RTTs: `("", to)` from the control plane, `(from, to)` between regions when known.
+/// RTTs: `("", to)` measured by the control plane itself, `(from, to)` measured by the gateways
+/// of region `from` (both smoothed, see [`crate::rtt`]).
 pub type Rtt = BTreeMap<(String, String), Duration>;
 
 /// Health by (service, address); absent = unknown = healthy.

@@ -1,8 +1,13 @@
 //! State shared by the API handlers and the reconciler: the published tables (behind one
 //! `watch` channel that long polls wait on), the gateways' reports, the intent's status, and the
 //! tokens.
+//!
+//! Reported RTTs are checked here ([`crate::rtt::check_sample`]) against the regions of the
+//! intent in force; the valid ones go on to the RTT smoother ([`crate::rtt::run`]) through a
+//! bounded channel, the others are counted per gateway and logged (at most every few seconds).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +20,10 @@ use tokio::sync::{mpsc, watch};
 use crate::audit::Audit;
 use crate::builder::Published;
 use crate::reconcile::Event;
+use crate::rtt::{check_sample, Reported};
+
+/// Shortest time between two warnings about ignored RTT values.
+const RTT_WARN_EVERY_MS: u64 = 10_000;
 
 /// The published tables.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +47,10 @@ pub struct GatewayRecord {
     pub last_nack: Option<Nack>,
     /// Last SLIs (cumulative).
     pub slis: Vec<SubsetSli>,
+    /// Last accepted RTTs, ms by region.
+    pub rtt_ms: BTreeMap<String, f64>,
+    /// Reported RTT values ignored as invalid.
+    pub rtt_ignored: u64,
 }
 
 /// The shared state.
@@ -56,6 +69,16 @@ pub struct Hub {
     pub watched_hash: Mutex<Option<String>>,
     /// Longest long-poll hold.
     pub long_poll_max: Duration,
+    /// The regions of the intent in force (reported RTTs naming others are ignored).
+    regions: Mutex<BTreeSet<String>>,
+    /// Valid reported RTTs, to the smoother.
+    rtt_reports: mpsc::Sender<Reported>,
+    /// Reported RTT values ignored as invalid, all gateways together.
+    rtt_ignored: AtomicU64,
+    /// Valid reported RTT values dropped because the smoother's queue was full.
+    rtt_dropped: AtomicU64,
+    /// When ignored RTT values were last logged, Unix ms.
+    rtt_warned_unix_ms: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -63,10 +86,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hub {
-    /// A hub with `tokens` (token -> identity).
+    /// A hub with `tokens` (token -> identity). Valid reported RTTs are sent to `rtt_reports`.
     pub fn new(
         tokens: BTreeMap<String, String>,
         events: mpsc::UnboundedSender<Event>,
+        rtt_reports: mpsc::Sender<Reported>,
         audit: Arc<Audit>,
         long_poll_max: Duration,
     ) -> Hub {
@@ -81,7 +105,27 @@ impl Hub {
             audit,
             watched_hash: Mutex::new(None),
             long_poll_max,
+            regions: Mutex::new(BTreeSet::new()),
+            rtt_reports,
+            rtt_ignored: AtomicU64::new(0),
+            rtt_dropped: AtomicU64::new(0),
+            rtt_warned_unix_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Sets the regions of the intent in force.
+    pub fn set_regions(&self, regions: BTreeSet<String>) {
+        *lock(&self.regions) = regions;
+    }
+
+    /// Reported RTT values ignored as invalid so far.
+    pub fn rtt_ignored(&self) -> u64 {
+        self.rtt_ignored.load(Ordering::Relaxed)
+    }
+
+    /// Valid reported RTT values dropped so far because the smoother's queue was full.
+    pub fn rtt_dropped(&self) -> u64 {
+        self.rtt_dropped.load(Ordering::Relaxed)
     }
 
     /// The identity of an `Authorization` header value, if its bearer token is known. Every
@@ -140,8 +184,10 @@ impl Hub {
         r.last_seen_unix_ms = crate::now_unix_ms();
     }
 
-    /// Takes a report. A NACK not seen before from this gateway goes to the audit log.
+    /// Takes a report. A NACK not seen before from this gateway goes to the audit log. Its RTTs
+    /// are checked: valid ones go to the smoother, the others are counted and logged.
     pub fn report(&self, rep: Report) {
+        let (rtt_ok, rtt_bad) = self.take_rtt(&rep);
         let mut g = lock(&self.gateways);
         let r = g.entry(rep.gateway.clone()).or_default();
         r.region = rep.region.clone();
@@ -164,6 +210,66 @@ impl Hub {
             }
         }
         r.slis = rep.slis;
+        r.rtt_ignored += rtt_bad;
+        if !rtt_ok.is_empty() {
+            r.rtt_ms = rtt_ok.into_iter().collect();
+        }
+    }
+
+    /// Checks a report's RTTs and forwards the valid ones. Returns them, and how many were not.
+    fn take_rtt(&self, rep: &Report) -> (Vec<(String, f64)>, u64) {
+        if rep.rtt_ms.is_empty() {
+            return (Vec::new(), 0);
+        }
+        let mut ok = Vec::new();
+        let mut bad: Vec<(String, f64, &'static str)> = Vec::new();
+        {
+            let regions = lock(&self.regions);
+            for (to, ms) in &rep.rtt_ms {
+                match check_sample(&rep.region, to, *ms, &regions) {
+                    Ok(()) => ok.push((to.clone(), *ms)),
+                    Err(why) => bad.push((to.clone(), *ms, why)),
+                }
+            }
+        }
+        if !ok.is_empty() {
+            let sent = self.rtt_reports.try_send(Reported {
+                from: rep.region.clone(),
+                rtt_ms: ok.clone(),
+            });
+            if sent.is_err() {
+                // The smoother is behind (or stopping): this round of samples is lost, which
+                // the next round makes good. The report itself never waits on it.
+                self.rtt_dropped
+                    .fetch_add(ok.len() as u64, Ordering::Relaxed);
+                tracing::debug!(gateway = %rep.gateway, "RTT samples dropped: the smoother is behind");
+            }
+        }
+        if !bad.is_empty() {
+            self.rtt_ignored
+                .fetch_add(bad.len() as u64, Ordering::Relaxed);
+            let now = crate::now_unix_ms();
+            let last = self.rtt_warned_unix_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= RTT_WARN_EVERY_MS
+                && self
+                    .rtt_warned_unix_ms
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                let shown: Vec<String> = bad
+                    .iter()
+                    .map(|(to, ms, why)| format!("{to}={ms}: {why}"))
+                    .collect();
+                tracing::warn!(
+                    gateway = %rep.gateway,
+                    region = %rep.region,
+                    total_ignored = self.rtt_ignored(),
+                    "reported RTTs ignored: {}",
+                    shown.join("; ")
+                );
+            }
+        }
+        (ok, bad.len() as u64)
     }
 
     /// The last SLIs of every gateway (for the rollout controller).
@@ -207,6 +313,8 @@ impl Hub {
                 },
                 last_seen_unix_ms: r.last_seen_unix_ms,
                 last_nack: r.last_nack.clone(),
+                rtt_ms: r.rtt_ms.clone(),
+                rtt_ignored: r.rtt_ignored,
             })
             .collect();
         Status {
@@ -227,8 +335,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let audit = Arc::new(Audit::open(&dir.path().join("a.jsonl")).expect("audit"));
         let (tx, _rx) = mpsc::unbounded_channel();
+        let (rtt_tx, _rtt_rx) = mpsc::channel(4);
         let tokens = BTreeMap::from([("s3cret-token".to_string(), "alice".to_string())]);
-        (Hub::new(tokens, tx, audit, Duration::from_secs(1)), dir)
+        (
+            Hub::new(tokens, tx, rtt_tx, audit, Duration::from_secs(1)),
+            dir,
+        )
     }
 
     #[test]
@@ -266,11 +378,73 @@ mod tests {
                 applied: None,
                 nack: Some(nack.clone()),
                 slis: Vec::new(),
+                rtt_ms: BTreeMap::new(),
             });
         }
         let s = h.status();
         assert_eq!(s.gateways[0].last_nack.as_ref(), Some(&nack));
         let audit = std::fs::read_to_string(d.path().join("a.jsonl")).expect("audit");
         assert_eq!(audit.lines().count(), 1);
+    }
+
+    #[test]
+    fn valid_rtts_go_to_the_smoother_and_bad_ones_are_counted() {
+        let dir = tempfile::tempdir().expect("dir");
+        let audit = Arc::new(Audit::open(&dir.path().join("a.jsonl")).expect("audit"));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (rtt_tx, mut rtt_rx) = mpsc::channel(1);
+        let h = Hub::new(BTreeMap::new(), tx, rtt_tx, audit, Duration::from_secs(1));
+        h.set_regions(["eu", "us", "ap"].iter().map(|s| s.to_string()).collect());
+        let report = |rtt: &[(&str, f64)]| Report {
+            wire: 1,
+            gateway: "g1".into(),
+            region: "eu".into(),
+            rtt_ms: rtt.iter().map(|(r, ms)| (r.to_string(), *ms)).collect(),
+            ..Report::default()
+        };
+        h.report(report(&[
+            ("us", 71.5),
+            ("ap", -3.0),
+            ("eu", 0.2),
+            ("mars", 9.0),
+            ("zz", 1e12),
+        ]));
+        let got = rtt_rx.try_recv().expect("the valid value is forwarded");
+        assert_eq!(got.from, "eu");
+        assert_eq!(got.rtt_ms, vec![("us".to_string(), 71.5)]);
+        assert_eq!(h.rtt_ignored(), 4);
+        // Only bad values: nothing is forwarded; the count grows.
+        h.report(report(&[("ap", f64::NAN)]));
+        assert!(rtt_rx.try_recv().is_err());
+        assert_eq!(h.rtt_ignored(), 5);
+        // A full queue drops samples without blocking the report.
+        h.report(report(&[("us", 1.0)]));
+        h.report(report(&[("ap", 2.0)]));
+        assert_eq!(h.rtt_dropped(), 1);
+        let s = h.status();
+        let g = &s.gateways[0];
+        assert_eq!(g.rtt_ignored, 5);
+        assert_eq!(g.rtt_ms, BTreeMap::from([("ap".to_string(), 2.0)]));
+        // A report without RTTs keeps the last ones shown.
+        h.report(report(&[]));
+        assert_eq!(h.status().gateways[0].rtt_ms.len(), 1);
+    }
+
+    #[test]
+    fn before_any_intent_every_rtt_is_ignored() {
+        let dir = tempfile::tempdir().expect("dir");
+        let audit = Arc::new(Audit::open(&dir.path().join("a.jsonl")).expect("audit"));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (rtt_tx, mut rtt_rx) = mpsc::channel(4);
+        let h = Hub::new(BTreeMap::new(), tx, rtt_tx, audit, Duration::from_secs(1));
+        h.report(Report {
+            wire: 1,
+            gateway: "g1".into(),
+            region: "eu".into(),
+            rtt_ms: BTreeMap::from([("us".to_string(), 5.0)]),
+            ..Report::default()
+        });
+        assert!(rtt_rx.try_recv().is_err());
+        assert_eq!(h.rtt_ignored(), 1);
     }
 }

@@ -3,7 +3,7 @@
 //! | call | answer |
 //! | --- | --- |
 //! | `GET /v1/tables/{region}?since=V&wait_ms=W&gateway=ID` | 200 [`TableResponse`] when the version differs from `V`; else held up to `W` ms, then 304 |
-//! | `POST /v1/reports` ([`Report`]) | 204; 400 on malformed JSON |
+//! | `POST /v1/reports` ([`Report`]) | 204; 400 on malformed JSON. Its `rtt_ms` values are checked one by one: bad ones (not finite, outside `0..60000`, unknown region) are ignored and counted, never refused |
 //! | `GET /v1/status` | 200 [`Status`] |
 //! | `PUT /v1/intent` (YAML or JSON intent) | 200 [`PushResponse`]; 400 unparsable, 422 invalid, both with located errors |
 //! | `GET /healthz` | 200, without a token (for liveness probes) |

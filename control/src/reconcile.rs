@@ -1,8 +1,9 @@
 //! The reconciler: the single owner of the control plane's view (intent, resolved names, health,
 //! RTT, published versions). It takes events from the health checker, the DNS watcher, the RTT
-//! prober, the intent watcher and pushes, batches whatever is queued, rebuilds every region's
-//! table with the pure builder, gives changed tables new versions, appends each to the audit log
-//! with its causes, and publishes them to the long polls.
+//! smoother (the control plane's own probes combined with the gateways' reported pairs), the
+//! intent watcher and pushes, batches whatever is queued, rebuilds every region's table with the
+//! pure builder, gives changed tables new versions, appends each to the audit log with its
+//! causes, and publishes them to the long polls.
 //!
 //! Warm-up: after a start, nothing is published until every endpoint has a first health result
 //! and every DNS name is resolved, or `warmup` passes, whichever comes first.
@@ -22,6 +23,7 @@ use crate::builder::{self, Health, Prior, Published, Rtt};
 use crate::dns::{DnsWatcher, ResolvedNames};
 use crate::health::{Checker, Target};
 use crate::hub::{Hub, Tables};
+use crate::rtt::Targets;
 use crate::store::{intent_hash, Pushed, Store, Versions};
 
 /// What the reconciler reacts to.
@@ -43,7 +45,8 @@ pub enum Event {
         /// Addresses.
         ips: Vec<IpAddr>,
     },
-    /// RTTs whose order changed.
+    /// The smoothed RTTs, every pair, when the failover order they imply (or the set of pairs)
+    /// changed.
     Rtt(Rtt),
     /// A new valid intent.
     Intent {
@@ -84,7 +87,7 @@ pub struct Reconciler {
     store: Store,
     checker: Checker,
     dns: DnsWatcher,
-    rtt_targets: watch::Sender<BTreeMap<String, Vec<SocketAddr>>>,
+    rtt_targets: watch::Sender<Targets>,
     intent: Option<Intent>,
     intent_hash: String,
     source: String,
@@ -105,7 +108,7 @@ impl Reconciler {
         store: Store,
         checker: Checker,
         dns: DnsWatcher,
-        rtt_targets: watch::Sender<BTreeMap<String, Vec<SocketAddr>>>,
+        rtt_targets: watch::Sender<Targets>,
         warmup: Duration,
     ) -> Reconciler {
         let saved = store.load_versions();
@@ -195,10 +198,20 @@ impl Reconciler {
                 self.resolved.insert(host, ips);
             }
             Event::Rtt(rtt) => {
-                let shown: BTreeMap<String, f64> = rtt
-                    .iter()
-                    .map(|((_, to), d)| (to.clone(), d.as_secs_f64() * 1000.0))
-                    .collect();
+                // By measuring side, then destination; the control plane's own figures are
+                // under "control plane" (a region name cannot hold a space).
+                let mut shown: BTreeMap<&str, BTreeMap<&str, f64>> = BTreeMap::new();
+                for ((from, to), d) in &rtt {
+                    let from = if from.is_empty() {
+                        "control plane"
+                    } else {
+                        from
+                    };
+                    shown
+                        .entry(from)
+                        .or_default()
+                        .insert(to, (d.as_secs_f64() * 1e6).round() / 1e3);
+                }
                 self.causes.push(json!({ "rtt_ms": shown }));
                 self.rtt = rtt;
             }
@@ -249,6 +262,8 @@ impl Reconciler {
             self.causes
                 .push(json!({ "intent": { "source": source.label(), "summary": summary } }));
         }
+        self.hub
+            .set_regions(intent.regions.iter().map(|r| r.name.clone()).collect());
         self.intent = Some(intent);
         self.intent_hash = hash;
         self.source = source.label();
@@ -294,10 +309,14 @@ impl Reconciler {
             v.sort();
             v.dedup();
         }
+        let targets = Targets {
+            regions: intent.regions.iter().map(|r| r.name.clone()).collect(),
+            addrs: by_region,
+        };
         self.rtt_targets.send_if_modified(|t| {
-            let differs = *t != by_region;
+            let differs = *t != targets;
             if differs {
-                *t = by_region.clone();
+                *t = targets;
             }
             differs
         });

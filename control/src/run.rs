@@ -17,6 +17,9 @@ use crate::hub::Hub;
 use crate::reconcile::{Event, Reconciler};
 use crate::store::Store;
 
+/// Reported RTTs queued for the smoother at most (one entry per report that carries any).
+const RTT_REPORT_QUEUE: usize = 4096;
+
 /// A running control plane; its tasks stop when it is dropped.
 #[derive(Debug)]
 pub struct Running {
@@ -53,9 +56,13 @@ pub async fn start_with_resolver(
             .with_context(|| format!("audit_log {}", cfg.audit_log.display()))?,
     );
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    // Gateways' reported RTTs, validated by the hub, on their way to the smoother. Bounded: a
+    // flood of reports drops samples rather than memory.
+    let (rtt_reports_tx, rtt_reports_rx) = mpsc::channel(RTT_REPORT_QUEUE);
     let hub = Arc::new(Hub::new(
         cfg.tokens.clone(),
         tx.clone(),
+        rtt_reports_tx,
         audit,
         cfg.long_poll_max,
     ));
@@ -92,6 +99,7 @@ pub async fn start_with_resolver(
         )),
         tokio::spawn(crate::rtt::run(
             rtt_rx,
+            rtt_reports_rx,
             cfg.rtt_interval,
             cfg.rtt_endpoints,
             tx,

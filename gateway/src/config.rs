@@ -148,6 +148,13 @@ pub struct ControlSourceFile {
     /// How long a long poll may be held by the control plane. Default: 25000 ms.
     #[serde(default = "long_poll")]
     pub long_poll_ms: u64,
+    /// How often the gateway measures its round-trip time to the other regions of its table
+    /// (the fastest TCP connect to up to 3 endpoints of each, 1 s timeout) and reports it, so
+    /// the control plane can order `failover: auto` from this region's point of view. 0 turns
+    /// probing off; otherwise 1000 to 20000 (the control plane forgets a figure after 60 s, so
+    /// at least 3 rounds fit). Default: 5000 ms.
+    #[serde(default = "rtt_probe_every")]
+    pub rtt_probe_interval_ms: u64,
     /// Limits this gateway puts on any table, on top of the table's own validation. A table
     /// over them is refused (NACKed). Default: see [`TableLimits`].
     #[serde(default)]
@@ -185,6 +192,9 @@ fn report_every() -> u64 {
 fn long_poll() -> u64 {
     25_000
 }
+fn rtt_probe_every() -> u64 {
+    5_000
+}
 fn ten_k() -> usize {
     10_000
 }
@@ -207,6 +217,8 @@ pub struct ControlSource {
     pub report_interval: Duration,
     /// Long-poll hold asked for.
     pub long_poll: Duration,
+    /// RTT probe interval; `None`: no probing.
+    pub rtt_probe_interval: Option<Duration>,
     /// Table limits.
     pub limits: TableLimits,
 }
@@ -480,6 +492,13 @@ fn table_source(
                     "must be between 100 and 60000",
                 );
             }
+            if c.rtt_probe_interval_ms != 0 && !(1_000..=20_000).contains(&c.rtt_probe_interval_ms)
+            {
+                errs.push(
+                    "table.control.rtt_probe_interval_ms",
+                    "must be 0 (off) or between 1000 and 20000",
+                );
+            }
             let l = &c.limits;
             for (name, v) in [
                 ("max_routes", l.max_routes),
@@ -503,6 +522,8 @@ fn table_source(
                 id,
                 report_interval: Duration::from_millis(c.report_interval_ms),
                 long_poll: Duration::from_millis(c.long_poll_ms),
+                rtt_probe_interval: (c.rtt_probe_interval_ms > 0)
+                    .then(|| Duration::from_millis(c.rtt_probe_interval_ms)),
                 limits: c.limits,
             };
             (base.join(lkg), Some(control))
@@ -597,6 +618,23 @@ mod tests {
         assert_eq!(ctl.urls, vec!["http://127.0.0.1:7100".to_string()]);
         assert_eq!(ctl.region, "eu");
         assert_eq!(c.table_file, Path::new("/etc/m/last-known-good.json"));
+        assert_eq!(ctl.rtt_probe_interval, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn rtt_probing_can_be_tuned_or_turned_off() {
+        let parse = |v: &str| {
+            let text = format!("region: eu\nlisteners: [{{address: '127.0.0.1:0'}}]\nadmin: '127.0.0.1:0'\ntable: {{control: {{urls: ['http://127.0.0.1:7100'], rtt_probe_interval_ms: {v}}}}}\n");
+            GatewayConfig::parse(&text, Path::new("."))
+                .map(|c| c.control.and_then(|c| c.rtt_probe_interval))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("0"), Ok(None));
+        assert_eq!(parse("2000"), Ok(Some(Duration::from_secs(2))));
+        for bad in ["500", "60000"] {
+            let err = parse(bad).expect_err(bad);
+            assert!(err.contains("table.control.rtt_probe_interval_ms"), "{err}");
+        }
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! - **Report.** `POST {url}/v1/reports` right after every apply or refusal, and every
 //!   `report_interval`: the applied version, the last NACK, and per-subset SLIs read from the
 //!   gateway's own Prometheus registry (requests, 5xx, latency histogram).
+//! - **RTT probes.** Every `rtt_probe_interval` (unless turned off) a separate task measures the
+//!   TCP connect time to the other regions of the table in force ([`crate::rtt_probe`]); each
+//!   round is sent at once in a report (`rtt_ms`), and only in that one. A round whose report is
+//!   lost is not sent again: the next round replaces it.
 //! - **Last-known-good.** Every applied table is written to `last_known_good` atomically
 //!   (temporary file, then rename). On start the gateway asks the control planes for a table
 //!   for up to [`START_WAIT`]; when none answers it serves the last-known-good file and says so in
@@ -41,6 +45,8 @@ pub const START_WAIT: Duration = Duration::from_secs(3);
 struct Shared {
     applied: Option<Applied>,
     nack: Option<Nack>,
+    /// The latest RTT probe round not sent yet.
+    rtt_ms: BTreeMap<String, f64>,
 }
 
 /// The sync client of one gateway.
@@ -91,6 +97,18 @@ pub fn start(gw: Arc<Gateway>) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let name = format!("table-sync-{}", sync.ctl.region);
     Ok(std::thread::Builder::new().name(name).spawn(move || {
         rt.block_on(async move {
+            if let Some(every) = sync.ctl.rtt_probe_interval {
+                let (shared, now) = (sync.shared.clone(), sync.report_now.clone());
+                tokio::spawn(crate::rtt_probe::run(
+                    sync.gw.clone(),
+                    sync.ctl.region.clone(),
+                    every,
+                    move |rtt| {
+                        lock(&shared).rtt_ms = rtt;
+                        now.notify_one();
+                    },
+                ));
+            }
             tokio::spawn(report_loop(
                 sync.gw.clone(),
                 sync.ctl.clone(),
@@ -386,7 +404,7 @@ async fn report_loop(
     loop {
         let _ = tokio::time::timeout(ctl.report_interval, now.notified()).await;
         let report = {
-            let s = lock(&shared);
+            let mut s = lock(&shared);
             Report {
                 wire: WIRE_VERSION,
                 gateway: ctl.id.clone(),
@@ -394,6 +412,7 @@ async fn report_loop(
                 applied: s.applied.clone(),
                 nack: s.nack.clone(),
                 slis: slis(&gw.metrics.registry),
+                rtt_ms: std::mem::take(&mut s.rtt_ms),
             }
         };
         let i = url.load(Ordering::Relaxed) % ctl.urls.len().max(1);

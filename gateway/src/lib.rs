@@ -19,6 +19,7 @@ pub mod outlier;
 pub mod proxy;
 pub mod retry;
 pub mod routing;
+pub mod rtt_probe;
 pub mod server;
 pub mod snapshot;
 pub mod split;

@@ -177,3 +177,74 @@ fn published_bodies_are_table_responses() {
     assert_eq!((r.version, r.hash, r.built_unix_ms), (7, hash, 123));
     assert_eq!(content_hash(&r.table), p.hash);
 }
+
+const THREE_AUTO: &str = r#"
+regions:
+  - { name: a, failover: auto }
+  - { name: b, failover: auto }
+  - { name: c, failover: auto }
+services:
+  - name: s
+    versions:
+      - name: v1
+        endpoints:
+          a: ["10.0.0.1:80"]
+          b: ["10.1.0.1:80"]
+          c: ["10.2.0.1:80"]
+routes:
+  - name: r
+    split: [{ subset: s@v1, weight: 1 }]
+"#;
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+#[test]
+fn each_auto_region_orders_by_its_own_measurements() {
+    let intent = parse_intent(THREE_AUTO).expect("valid intent");
+    let mut rtt = Rtt::new();
+    // The control plane sees c near and b far: that is the order of a region with no reports.
+    rtt.insert((String::new(), "a".into()), ms(20));
+    rtt.insert((String::new(), "b".into()), ms(50));
+    rtt.insert((String::new(), "c".into()), ms(1));
+    // Region a reports b fast and c slow; region c reports a slow and b fast.
+    rtt.insert(("a".into(), "b".into()), ms(4));
+    rtt.insert(("a".into(), "c".into()), ms(70));
+    rtt.insert(("c".into(), "a".into()), ms(80));
+    rtt.insert(("c".into(), "b".into()), ms(3));
+    let orders = failover_orders(&intent, &rtt);
+    assert_eq!(orders["a"], vec!["b", "c"], "a follows what a measured");
+    assert_eq!(orders["c"], vec!["b", "a"], "c follows what c measured");
+    assert_eq!(
+        orders["b"],
+        vec!["c", "a"],
+        "b falls back to the control plane"
+    );
+    // The tables carry those orders, each only in its own region's entry.
+    let tables = build(&intent, &BTreeMap::new(), &Health::new(), &rtt);
+    let failover = |region: &str| -> Vec<String> {
+        tables[region]
+            .regions
+            .iter()
+            .find(|r| r.name == region)
+            .map(|r| r.failover.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(failover("a"), vec!["b", "c"]);
+    assert_eq!(failover("c"), vec!["b", "a"]);
+}
+
+#[test]
+fn a_region_missing_one_pair_mixes_its_own_figure_with_the_fallback() {
+    let intent = parse_intent(THREE_AUTO).expect("valid intent");
+    let mut rtt = Rtt::new();
+    rtt.insert((String::new(), "b".into()), ms(1));
+    rtt.insert((String::new(), "c".into()), ms(10));
+    rtt.insert(("a".into(), "b".into()), ms(30));
+    // a measured b at 30 ms and has no figure for c: the control plane's 10 ms counts.
+    assert_eq!(failover_orders(&intent, &rtt)["a"], vec!["c", "b"]);
+    // Another region's pairs never leak into a's order.
+    rtt.insert(("b".into(), "c".into()), ms(500));
+    assert_eq!(failover_orders(&intent, &rtt)["a"], vec!["c", "b"]);
+}
