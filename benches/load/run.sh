@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Meridian beside nginx and HAProxy as HTTP/1.1 reverse proxies, on loopback, in one run.
 #
-#   benches/load/run.sh            # full run: 3 interleaved rounds, ~11 minutes of load
+#   benches/load/run.sh            # full run: 3 interleaved rounds, ~12 minutes of load
 #   benches/load/run.sh --quick    # smoke check: 1 round, 3 s per measurement
-#   benches/load/run.sh --tls      # only the HTTPS part (--http, --tls, --idle combine)
+#   benches/load/run.sh --tls      # only the HTTPS part (--http, --tls, --idle, --swap combine)
 #   benches/load/run.sh --help     # every option
 #
 # What it does, in order:
@@ -27,7 +27,11 @@
 #      resumed ones (a small LD_PRELOAD shim for wrk, wrk_tls_shim.c, decides and counts which);
 #   6. idle connections (--idle): 10,000 keep-alive connections, each served one request, held
 #      idle by idle.py; the proxy's RSS before and while they are held gives KiB per connection;
-#   7. prints the medians and Meridian's ratio to each peer, and writes the raw rows and a
+#   7. table swaps under load (--swap, Meridian only): at a fixed rate, p50/p99/p99.9/max with a
+#      table of 100,000 extra endpoints in force and unchanged, then while that table file is
+#      replaced every 2 s by another version (made once up front by swap.py), the swaps counted
+#      from the gateway's /metrics; the small table is put back afterwards;
+#   8. prints the medians and Meridian's ratio to each peer, and writes the raw rows and a
 #      summary to benches/results/ (gitignored).
 # Every server is stopped by its own PID on exit; every load is bounded by its duration.
 set -euo pipefail
@@ -54,6 +58,12 @@ PARTS=""
 TLS_KEY=ec256
 IDLE_CONNS=10000
 IDLE_HOLD=5
+SWAP_RATE=5000
+SWAP_DURATION=15
+SWAP_EVERY=2
+SWAP_ENDPOINTS=100000
+SWAP_ROUNDS=1
+SWAP_POLL_MS=100
 OUT_DIR="$REPO/benches/results"
 HOST="api.bench.local"
 PATH_BENCH="/api/v1/bench/items/42"
@@ -63,11 +73,19 @@ usage() {
     cat <<EOF
 Usage: benches/load/run.sh [options]
 
-  --quick               1 round, 3 s per measurement, 2 s idle hold (smoke check)
+  --quick               1 round, 3 s per measurement, 2 s idle hold, 5 s swap runs (smoke check)
   --http                plain HTTP/1.1 rounds (saturation and fixed rates)
   --tls                 HTTPS rounds: keep-alive saturation, full and resumed handshakes
   --idle [N]            N idle keep-alive connections (default $IDLE_CONNS): KiB per connection
-                        (--http, --tls and --idle select parts; default: all three)
+  --swap                table swaps under load, Meridian targets only: at a fixed rate, latency
+                        (a) with a table of --swap-endpoints extra endpoints in force, unchanged,
+                        and (b) while that table file is replaced every --swap-every s
+                        (--http, --tls, --idle and --swap select parts; default: all four)
+  --swap-rate R         requests/s of the swap runs, by oha (default $SWAP_RATE)
+  --swap-duration S     seconds of each swap run, (a) and (b) (default $SWAP_DURATION; 5 with --quick)
+  --swap-every S        seconds between table replacements in (b) (default $SWAP_EVERY)
+  --swap-endpoints N    extra endpoints in the swapped tables, in subsets of 1,000 (default $SWAP_ENDPOINTS)
+  --swap-rounds N       (a)+(b) pairs per Meridian target (default $SWAP_ROUNDS)
   --tls-key K           certificate key for --tls: ec256 (ECDSA P-256, default) or rsa2048
   --idle-hold S         seconds the idle connections are held before measuring (default $IDLE_HOLD)
   --rounds N            interleaved rounds (default $ROUNDS)
@@ -96,13 +114,19 @@ EOF
 
 while (($#)); do
     case "$1" in
-    --quick) ROUNDS=1 DURATION=3 FIXED_DURATION=3 WARMUP=1 IDLE_HOLD=2 ;;
+    --quick) ROUNDS=1 DURATION=3 FIXED_DURATION=3 WARMUP=1 IDLE_HOLD=2 SWAP_DURATION=5 ;;
     --http) PARTS+=" http" ;;
     --tls) PARTS+=" tls" ;;
     --idle)
         PARTS+=" idle"
         if [[ ${2:-} =~ ^[0-9]+$ ]]; then IDLE_CONNS=$2; shift; fi
         ;;
+    --swap) PARTS+=" swap" ;;
+    --swap-rate) SWAP_RATE=$2; shift ;;
+    --swap-duration) SWAP_DURATION=$2; shift ;;
+    --swap-every) SWAP_EVERY=$2; shift ;;
+    --swap-endpoints) SWAP_ENDPOINTS=$2; shift ;;
+    --swap-rounds) SWAP_ROUNDS=$2; shift ;;
     --tls-key) TLS_KEY=$2; shift ;;
     --idle-hold) IDLE_HOLD=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
@@ -126,9 +150,10 @@ while (($#)); do
     esac
     shift
 done
-PARTS=${PARTS:-" http tls idle"}
+PARTS=${PARTS:-" http tls idle swap"}
 [[ $TLS_KEY =~ ^(ec256|rsa2048)$ ]] || { echo "run.sh: --tls-key is ec256 or rsa2048" >&2; exit 2; }
-for n in "$ROUNDS" "$DURATION" "$FIXED_DURATION" "$PERF_SECONDS" "$IDLE_CONNS" "$IDLE_HOLD"; do
+for n in "$ROUNDS" "$DURATION" "$FIXED_DURATION" "$PERF_SECONDS" "$IDLE_CONNS" "$IDLE_HOLD" \
+    "$SWAP_RATE" "$SWAP_DURATION" "$SWAP_EVERY" "$SWAP_ENDPOINTS" "$SWAP_ROUNDS"; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: not a positive number: $n" >&2; exit 2; }
 done
 for r in $RATES; do
@@ -139,7 +164,8 @@ for t in $ONLY; do
         { echo "run.sh: unknown target $t" >&2; exit 2; }
 done
 
-# Whether a part (http, tls, idle) runs.
+((SWAP_ENDPOINTS <= 250000)) || { echo "run.sh: --swap-endpoints is at most 250000" >&2; exit 2; }
+# Whether a part (http, tls, idle, swap) runs.
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 log() { printf '\033[1m[bench %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -215,6 +241,16 @@ apt_install() {
 # The path of a shared library known to the dynamic loader.
 shared_lib() { ldconfig -p 2>/dev/null | awk -v n="$1" '$1 == n { print $NF; found = 1; exit } END { exit !found }'; }
 
+install_oha() {
+    ((INSTALL)) && command -v cargo >/dev/null || return 1
+    log "installing oha with cargo (a few minutes, once; --latency-tool hey avoids it for --http)"
+    if cargo install oha --locked >"${TMPDIR:-/tmp}/meridian-bench-oha-install.log" 2>&1; then
+        return 0
+    fi
+    log "cargo install oha failed (see ${TMPDIR:-/tmp}/meridian-bench-oha-install.log)"
+    return 1
+}
+
 ensure_tools() {
     local pkgs=() p c
     PATH="$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin"
@@ -249,20 +285,19 @@ ensure_tools() {
         nginx -V 2>&1 | grep -q -- --with-http_ssl_module || die "this nginx has no SSL module (needed by --tls)"
     fi
 
+    # --swap needs oha whatever the fixed-rate tool of the HTTP part is: p99.9, and per-request
+    # timings (--db-url) to place the slow requests against the swaps.
+    if part swap && [[ $ONLY == *meridian* ]]; then
+        command -v oha >/dev/null || install_oha || die "--swap needs oha: cargo install oha --locked"
+    fi
     if [[ -z $RATES ]] || ! part http; then LATENCY_TOOL=none; return; fi
     if [[ -z $LATENCY_TOOL ]]; then
         if command -v oha >/dev/null; then
             LATENCY_TOOL=oha
         elif command -v hey >/dev/null; then
             LATENCY_TOOL=hey
-        elif ((INSTALL)) && command -v cargo >/dev/null; then
-            log "installing oha with cargo (a few minutes, once; --latency-tool hey avoids it)"
-            if cargo install oha --locked >"${TMPDIR:-/tmp}/meridian-bench-oha-install.log" 2>&1; then
-                LATENCY_TOOL=oha
-            else
-                log "cargo install oha failed (see ${TMPDIR:-/tmp}/meridian-bench-oha-install.log); trying hey"
-                LATENCY_TOOL=hey
-            fi
+        elif install_oha; then
+            LATENCY_TOOL=oha
         else
             LATENCY_TOOL=hey
         fi
@@ -673,7 +708,7 @@ EOF
 # Meridian, or a variant of it (see --only): its own temp dir, ports and process.
 start_meridian_variant() { # name
     local name=$1 d="$WORK/$1" i pid port tls_port admin preload="" access_log="access_log: { path: access.log }"
-    local tls_listener="" bin=$MERIDIAN_BIN
+    local tls_listener="" bin=$MERIDIAN_BIN poll=""
     case $name in
     meridian-b) bin=${MERIDIAN_B_BIN:-} && [[ -x $bin ]] || die "meridian-b needs --meridian-b PATH" ;;
     meridian-nolog) access_log="" ;;
@@ -682,6 +717,9 @@ start_meridian_variant() { # name
     esac
     mkdir -p "$d"
     meridian_table >"$d/table.yaml"
+    # --swap: the table file is checked every SWAP_POLL_MS instead of the default 500 ms, so a
+    # replacement is picked up soon after it is written.
+    if part swap; then poll=", poll_ms: $SWAP_POLL_MS"; fi
     if part tls; then
         # A second listener on the same proxy service (same worker, same table): TLS by rustls,
         # HTTP/1.1 only (no h2 by ALPN).
@@ -697,7 +735,7 @@ region: bench
 listeners:
   - address: "127.0.0.1:0"$tls_listener
 admin: "127.0.0.1:0"
-table: { file: table.yaml }
+table: { file: table.yaml$poll }
 workers: 1
 upstream_keepalive_pool: 128
 $access_log
@@ -769,6 +807,36 @@ if part tls; then
         [[ ${TLS_NEGOTIATED[$t]} == TLSv1.3* ]] || log "  warning: $t did not negotiate TLS 1.3"
     done
     ((${#TLS_TARGETS[@]})) || log "--tls: none of the targets terminates TLS"
+fi
+
+# --swap: the big tables, made once for every Meridian target (their tables are the same): the
+# bench table plus SWAP_ENDPOINTS extra endpoints, three versions that differ (swap.py gen), and
+# one of them checked by `meridian validate`.
+SWAP_TARGETS=()
+SWAP_DIR="$WORK/swap"
+SWAP_GEN="{}"
+SWAP_VALIDATE_MS=""
+if part swap; then
+    for t in $ONLY; do
+        if [[ $t == meridian* ]]; then SWAP_TARGETS+=("$t"); fi
+    done
+    if ((${#SWAP_TARGETS[@]})); then
+        mkdir -p "$SWAP_DIR"
+        grep -v '^version:' "$WORK/${SWAP_TARGETS[0]}/table.yaml" >"$SWAP_DIR/base.yaml"
+        log "swap: writing 3 versions of the table with $SWAP_ENDPOINTS extra endpoints"
+        SWAP_GEN=$(timeout 120 python3 "$HERE/swap.py" gen "$WORK/${SWAP_TARGETS[0]}/table.yaml" "$SWAP_DIR" \
+            --versions 3 --endpoints "$SWAP_ENDPOINTS" 2>"$SWAP_DIR/gen.err") ||
+            die "swap.py gen failed: $(cat "$SWAP_DIR/gen.err")"
+        { echo "version: 2"; cat "$SWAP_DIR/body-0.yaml"; } >"$SWAP_DIR/check.yaml"
+        v0=$(date +%s%N)
+        timeout 60 "$MERIDIAN_BIN" validate "$SWAP_DIR/check.yaml" >"$SWAP_DIR/validate.log" 2>&1 ||
+            die "the generated swap table does not validate: $(head -c 2000 "$SWAP_DIR/validate.log")"
+        SWAP_VALIDATE_MS=$((($(date +%s%N) - v0) / 1000000))
+        rm -f "$SWAP_DIR/check.yaml"
+        log "swap: $SWAP_GEN; \`meridian validate\` of one: $SWAP_VALIDATE_MS ms"
+    else
+        log "--swap: no Meridian target in --only; skipping it"
+    fi
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -1022,6 +1090,225 @@ EOF
         if [[ -n $rerr ]]; then log "  reuse errors: $rerr"; fi
     done
 fi
+
+# ---------------------------------------------------------------------------------------------
+# Table swaps under load (--swap), per Meridian target, per swap round, at SWAP_RATE requests/s
+# with oha (--latency-correction, CONNS connections, SWAP_DURATION s each):
+#   (a) steady: a big table (body-0, SWAP_ENDPOINTS extra endpoints) in force, the file unchanged;
+#   (b) churn: the same while swap.py replaces the table file every SWAP_EVERY s, from 1 s into
+#       the run until SWAP_EVERY s before its end, by the other versions in turn (new `version`
+#       each time), so the gateway reads, parses, builds and swaps a 100k-endpoint table under load.
+# Swaps are counted from /metrics (meridian_table_applies_total, _rejections_total) before and
+# after each run; the gateway's log tells when each version was applied. Afterwards the small
+# bench table is put back (a higher version), so later parts run as before.
+SWAP_CSV="$OUT_DIR/load-$STAMP.swap.csv"
+SWAP_VERSION=10
+# oha's per-request rows (for the timing of slow requests against the swaps), when it has them.
+SWAP_DB=0
+if ((${#SWAP_TARGETS[@]})) && oha --help 2>/dev/null | grep -q -- --db-url; then SWAP_DB=1; fi
+
+# The gateway's table counters from /metrics: "applies rejections version inflight_series".
+table_counters() { # target
+    http_get "${ADMIN[$1]}" /metrics >"$SWAP_DIR/metrics-$1.txt"
+    awk '/^meridian_table_applies_total / { a = $NF }
+         /^meridian_table_rejections_total / { r = $NF }
+         /^meridian_table_version / { v = $NF }
+         /^meridian_upstream_inflight\{/ { n++ }
+         END { printf "%d %d %d %d\n", a, r, v, n }' "$SWAP_DIR/metrics-$1.txt"
+}
+
+# Waits until the gateway logs that it applied `version` (0), or `secs` pass (1).
+wait_applied() { # target version secs
+    local t=$1 v=$2 i
+    for ((i = 0; i < $3 * 10; i++)); do
+        kill -0 "${TPIDS[$t]}" 2>/dev/null || die "$t exited; see $WORK/$t/meridian.log"
+        if sed 's/\x1b\[[0-9;]*m//g' "$WORK/$t/meridian.log" |
+            grep -Eq "routing table applied.* version=$v( |$)"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# Puts a table in force: `version` and a body, written to a temp file and renamed over the
+# watched file; waits for the gateway to apply it.
+install_table() { # target version body
+    local t=$1 v=$2 body=$3 tmp="$WORK/$1/.table.yaml.tmp"
+    { echo "version: $v"; cat "$body"; } >"$tmp"
+    mv -f "$tmp" "$WORK/$t/table.yaml"
+    wait_applied "$t" "$v" 60 || die "$t did not apply table version $v within 60 s; see $WORK/$t/meridian.log"
+}
+
+# user and system ticks of a process's threads whose name matches a regex: "user sys".
+thread_ticks() { # pid regex
+    local f line comm u=0 k=0
+    local -a a
+    for f in /proc/"$1"/task/*/stat; do
+        line=$(<"$f") 2>/dev/null || continue
+        comm=${line#*(}
+        comm=${comm%%)*}
+        [[ $comm =~ $2 ]] || continue
+        line=${line##*) }
+        read -r -a a <<<"$line"
+        u=$((u + a[11])) k=$((k + a[12]))
+    done
+    echo "$u $k"
+}
+
+# Nanoseconds on a CPU and waiting for one (run queue) of a process's threads whose name does
+# not match a regex (/proc/PID/task/TID/schedstat): "run wait".
+thread_sched() { # pid regex
+    local d comm run wait r=0 w=0
+    for d in /proc/"$1"/task/*; do
+        comm=$(<"$d/comm") 2>/dev/null || continue
+        [[ $comm =~ $2 ]] && continue
+        read -r run wait _ <"$d/schedstat" 2>/dev/null || continue
+        r=$((r + run)) w=$((w + wait))
+    done
+    echo "$r $w"
+}
+
+vm_rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+measure_swap() { # round target phase(steady|churn)
+    local round=$1 t=$2 phase=$3 url out db swaplog anchor oha_pid swap_pid="" until
+    local a0 r0 a1 r1 v1 series p0 p1 o0 o1 m0 m1 c0 c1 w0 w1 load last row pid=${TPIDS[$2]}
+    local wu0 ws0 wu1 ws1 gs0 gs1 sr0 sw0 sr1 sw1
+    local -a dbarg=()
+    url="http://127.0.0.1:${PORT[$t]}$PATH_BENCH"
+    out="$SWAP_DIR/oha-$round-$t-$phase.json"
+    db="$SWAP_DIR/oha-$round-$t-$phase.db"
+    swaplog="$SWAP_DIR/swaps-$round-$t-$phase.log"
+    rm -f "$db"
+    if ((SWAP_DB)); then dbarg=(--db-url "$db"); fi
+    : >"$swaplog"
+    read -r a0 r0 _ _ <<<"$(table_counters "$t")"
+    sleep 0.5
+    until=$((SWAP_DURATION - SWAP_EVERY))
+    ((until >= 1)) || until=1
+    # shellcheck disable=SC2086 # pid lists split on purpose
+    {
+        load=$(cut -d' ' -f1 /proc/loadavg)
+        children_times 0
+        p0=$(cpu_ticks ${TPIDS[$t]}); o0=$(cpu_ticks $ORIGIN_PIDS); m0=$(machine_ticks)
+        read -r wu0 ws0 <<<"$(thread_ticks "$pid" '^(table-watch|snapshot-reap)')"
+        read -r _ gs0 <<<"$(thread_ticks "$pid" .)"
+        read -r sr0 sw0 <<<"$(thread_sched "$pid" '^(table-watch|snapshot-reap|access-log)')"
+        w0=$(date +%s%N)
+        anchor=$(date +%s.%N)
+        if [[ $phase == churn ]]; then
+            timeout $((SWAP_DURATION + 10)) python3 "$HERE/swap.py" swap \
+                "$SWAP_DIR/body-1.yaml" "$SWAP_DIR/body-2.yaml" "$SWAP_DIR/body-0.yaml" "$WORK/$t/table.yaml" \
+                --start-version "$SWAP_VERSION" --anchor "$anchor" --first 1 --every "$SWAP_EVERY" \
+                --until "$until" --log "$swaplog" 2>"$swaplog.err" &
+            swap_pid=$!
+            PIDS+=("$swap_pid")
+        fi
+        # oha writes its per-request rows (--db-url) after the run: the CPU counts stop at the end
+        # of the load, not of that write.
+        timeout $((SWAP_DURATION + 60)) oha --no-tui --output-format json --latency-correction \
+            "${dbarg[@]}" -q "$SWAP_RATE" -z "${SWAP_DURATION}s" -c "$CONNS" \
+            -H "Host: $HOST" "$url" >"$out" 2>"$out.err" &
+        oha_pid=$!
+        PIDS+=("$oha_pid")
+        sleep "$SWAP_DURATION.05"
+        w1=$(date +%s%N)
+        p1=$(cpu_ticks ${TPIDS[$t]}); o1=$(cpu_ticks $ORIGIN_PIDS); m1=$(machine_ticks)
+        read -r wu1 ws1 <<<"$(thread_ticks "$pid" '^(table-watch|snapshot-reap)')"
+        read -r _ gs1 <<<"$(thread_ticks "$pid" .)"
+        read -r sr1 sw1 <<<"$(thread_sched "$pid" '^(table-watch|snapshot-reap|access-log)')"
+        wait "$oha_pid" 2>/dev/null || true
+        if [[ -n $swap_pid ]]; then wait "$swap_pid" 2>/dev/null || true; fi
+        children_times 1
+    }
+    c0=$(children_cpu_s 0)
+    c1=$(children_cpu_s 1)
+    if [[ $phase == churn ]]; then
+        last=$(awk 'END { print $2 }' "$swaplog")
+        if [[ -n $last ]]; then
+            wait_applied "$t" "$last" 30 || log "  $t did not apply the last table (version $last) within 30 s"
+            SWAP_VERSION=$((last + 1))
+        else
+            log "  no table was written; see $swaplog.err"
+        fi
+    fi
+    read -r a1 r1 v1 series <<<"$(table_counters "$t")"
+    timeout 60 python3 "$HERE/swap.py" analyze "$out" --db "$db" --anchor "$anchor" --swaps "$swaplog" \
+        --gateway-log "$WORK/$t/meridian.log" >"$out.analysis" 2>"$out.analysis.err" || echo '{}' >"$out.analysis"
+    row=$(python3 - "$out.analysis" <<PY
+import json, sys
+d = json.load(open(sys.argv[1]))
+tick, wall = $TICK, ($w1 - $w0) / 1e9
+ps, os_, ms = ($p1 - $p0) / tick, ($o1 - $o0) / tick, ($m1 - $m0) / tick
+ls = $c1 - $c0
+req = d.get("requests") or 0
+other = max(0.0, (ms - ps - os_ - ls) / wall)
+def g(k):
+    v = d.get(k)
+    return "" if v is None else str(v)
+print(",".join(str(x) for x in [
+    $round, "$t", "$phase", $SWAP_RATE, f"{wall:.2f}", req, g("rps"), d.get("errors", 0),
+    g("p50_ms"), g("p99_ms"), g("p999_ms"), g("max_ms"), f"{ps:.2f}",
+    f"{ps * 1e6 / req:.2f}" if req else "", f"{os_ * 1e6 / req:.2f}" if req else "",
+    f"{ls:.2f}", f"{other:.2f}", "$load", d.get("swaps_written", 0), $a1 - $a0, $r1 - $r0, $v1,
+    g("apply_ms_median"), g("apply_ms_max"), g("build_p99_ms"), g("build_max_ms"),
+    g("swap_max_ms_median"), g("quiet_p99_ms"), g("quiet_max_ms"), g("quarter_max_ms_median"),
+    g("second_max_ms_median"), $(vm_rss_kib "${TPIDS[$t]}"), $series,
+    f"{($wu1 - $wu0) / tick:.2f}", f"{($ws1 - $ws0) / tick:.2f}", f"{($gs1 - $gs0) / tick:.2f}",
+    f"{($sr1 - $sr0) / 1e9:.2f}", f"{($sw1 - $sw0) / 1e9:.2f}"]))
+PY
+    )
+    echo "$row" >>"$SWAP_CSV"
+    local req err p50 p99 p999 max us written applied rej
+    IFS=, read -r _ _ _ _ _ req _ err p50 p99 p999 max _ us _ _ _ _ written applied rej _ <<<"$row"
+    local tu ts psys srun swait
+    IFS=, read -r tu ts psys srun swait <<<"$(cut -d, -f34- <<<"$row")"
+    log "swap round $round  $(printf '%-8s' "$t") $(printf '%-6s' "$phase") @$SWAP_RATE  p50 $p50 ms  p99 $p99 ms  p99.9 $p999 ms  max $max ms  ${us} µs/req  requests $req  errors $err"
+    log "  CPU of the table watcher and reaper threads: ${tu} s user, ${ts} s system; the gateway's system time: ${psys} s;" \
+        "its other threads ran ${srun} s and waited ${swait} s for a CPU"
+    if [[ $phase == churn ]]; then
+        log "  tables written $written, applied $applied (meridian_table_applies_total), rejected $rej; version now $v1"
+        python3 - "$out.analysis" <<'PY' | while IFS= read -r line; do log "$line"; done || true
+import json, sys
+d = json.load(open(sys.argv[1]))
+if "swap_max_ms" in d:
+    print(f"  per swap, write to applied (ms): {d.get('apply_ms')}")
+    print(f"  while building ({d['build_requests']} requests): p99 {d['build_p99_ms']} ms; worst per swap (ms): {d['build_max_ms_per_swap']}")
+    print(f"  the {d['swap_window_s']:g} s after each swap, worst per swap (ms): {d['swap_max_ms']}")
+    print(f"  the other requests ({d['quiet_requests']}): p99 {d['quiet_p99_ms']} ms, max {d['quiet_max_ms']} ms")
+PY
+    elif ((a1 != a0 || r1 != r0)); then
+        log "  warning: the table changed during the steady run (applies +$((a1 - a0)), rejections +$((r1 - r0)))"
+    fi
+    if ((r1 > r0)); then
+        log "  table rejections: $(sed 's/\x1b\[[0-9;]*m//g' "$WORK/$t/meridian.log" | grep 'routing table rejected' | tail -1)"
+    fi
+    if ((req == 0)); then log "  no requests counted; output: $out, $out.err"; fi
+    ((KEEP)) || rm -f "$db"
+    sleep 1
+}
+
+if part swap && ((${#SWAP_TARGETS[@]})); then
+    echo "round,target,phase,rate,duration_s,requests,rps,errors,p50_ms,p99_ms,p999_ms,max_ms,proxy_cpu_s,proxy_cpu_us_per_req,origin_cpu_us_per_req,loadgen_cpu_s,other_cores,loadavg1,swaps_written,swaps_applied,rejections,table_version,apply_ms_median,apply_ms_max,build_p99_ms,build_max_ms,swap_max_ms_median,quiet_p99_ms,quiet_max_ms,quarter_max_ms_median,second_max_ms_median,rss_kib,inflight_series,table_threads_user_s,table_threads_sys_s,proxy_sys_s,serving_threads_run_s,serving_threads_runqueue_s" >"$SWAP_CSV"
+    for t in "${SWAP_TARGETS[@]}"; do
+        for ((round = 1; round <= SWAP_ROUNDS; round++)); do
+            log "swap: $t: table with $SWAP_ENDPOINTS extra endpoints in force (version $SWAP_VERSION)"
+            s0=$(date +%s%N)
+            install_table "$t" "$SWAP_VERSION" "$SWAP_DIR/body-0.yaml"
+            log "  applied $((($(date +%s%N) - s0) / 1000000)) ms after it was written; RSS $(($(vm_rss_kib "${TPIDS[$t]}") / 1024)) MiB"
+            SWAP_VERSION=$((SWAP_VERSION + 1))
+            timeout $((WARMUP + 15)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -H "Host: $HOST" \
+                "http://127.0.0.1:${PORT[$t]}$PATH_BENCH" >/dev/null 2>&1 || true
+            sleep 1
+            measure_swap "$round" "$t" steady
+            measure_swap "$round" "$t" churn
+        done
+        # The small bench table again, for the parts that follow.
+        install_table "$t" "$SWAP_VERSION" "$SWAP_DIR/base.yaml"
+        SWAP_VERSION=$((SWAP_VERSION + 1))
+    done
+fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------------------------
@@ -1135,6 +1422,13 @@ version_of() { "$@" 2>&1 | head -1 | tr -d '\r' || true; }
     printf '  "idle": { "connections": %s, "hold_s": %s, "nofile": %s, "nginx_worker_connections": %s, "haproxy_maxconn": %s, "csv": %s },\n' \
         "$IDLE_CONNS" "$IDLE_HOLD" "$NOFILE" "$NGINX_WORKER_CONNS" "$HAPROXY_MAXCONN" \
         "$(json_str "$(part idle && basename "$IDLE_CSV")")"
+    printf '  "swap": { "rate": %s, "duration_s": %s, "every_s": %s, "endpoints": %s, "per_subset": 1000, "versions": 3,\n' \
+        "$SWAP_RATE" "$SWAP_DURATION" "$SWAP_EVERY" "$SWAP_ENDPOINTS"
+    printf '    "poll_ms": %s, "rounds": %s, "connections": %s, "targets": [%s], "gen": %s, "validate_ms": %s,\n' \
+        "$SWAP_POLL_MS" "$SWAP_ROUNDS" "$CONNS" \
+        "$(for t in "${SWAP_TARGETS[@]}"; do json_str "$t"; echo; done | paste -sd, -)" "$SWAP_GEN" "${SWAP_VALIDATE_MS:-null}"
+    printf '    "oha": %s, "csv": %s },\n' "$(json_str "$( ((${#SWAP_TARGETS[@]})) && version_of oha --version)")" \
+        "$(json_str "$( ((${#SWAP_TARGETS[@]})) && basename "$SWAP_CSV")")"
     printf '  "peak_rss_kib": {'
     first=1
     for k in "${!RSS[@]}"; do
@@ -1152,4 +1446,5 @@ python3 "$HERE/summarize.py" "$RAW" "$META" "$OUT_DIR/load-$STAMP"
 echo
 log "raw: $RAW"
 if part idle; then log "idle connections: $IDLE_CSV"; fi
+if ((${#SWAP_TARGETS[@]})); then log "table swaps: $SWAP_CSV"; fi
 log "summary: $OUT_DIR/load-$STAMP.summary.md (and .summary.json)"

@@ -7,7 +7,10 @@ summary next to the raw files as JSON and Markdown. Tables, for the parts that r
 - plain HTTP/1.1: saturation, fixed rates, CPU per request, peak RSS;
 - HTTPS (--tls): keep-alive saturation, and new connections per second with full and with
   resumed TLS 1.3 handshakes, with the proxy's CPU per request or per connection;
-- idle connections (--idle, from the .idle.csv beside the raw CSV): KiB of RSS per connection.
+- idle connections (--idle, from the .idle.csv beside the raw CSV): KiB of RSS per connection;
+- table swaps under load (--swap, from the .swap.csv beside the raw CSV): Meridian's latency at a
+  fixed rate with a big table in force, (a) unchanged and (b) replaced every few seconds, and the
+  ratio (b)/(a).
 
 Usage: summarize.py RAW_CSV META_JSON OUT_PREFIX
 """
@@ -257,6 +260,105 @@ def idle_tables(path, targets):
     return lines, summary, ratios
 
 
+def swap_tables(path, targets, meta):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    sw = meta.get("swap", {})
+    keys = ["p50_ms", "p99_ms", "p999_ms", "max_ms", "proxy_cpu_us_per_req", "proxy_cpu_s", "rps",
+            "apply_ms_median", "apply_ms_max", "build_p99_ms", "build_max_ms", "swap_max_ms_median",
+            "quiet_p99_ms", "quiet_max_ms", "quarter_max_ms_median", "second_max_ms_median", "rss_kib",
+            "other_cores", "table_threads_user_s", "table_threads_sys_s", "proxy_sys_s",
+            "serving_threads_run_s", "serving_threads_runqueue_s"]
+    summary = {}
+    for t in targets:
+        per = {}
+        for phase in ("steady", "churn"):
+            rs = [r for r in rows if r["target"] == t and r["phase"] == phase]
+            if not rs:
+                continue
+            d = {k: median(num(r.get(k)) for r in rs) for k in keys}
+            d.update({
+                "rounds": len(rs),
+                "requests": sum(int(num(r["requests"]) or 0) for r in rs),
+                "errors": sum(int(num(r["errors"]) or 0) for r in rs),
+                "swaps_written": sum(int(num(r["swaps_written"]) or 0) for r in rs),
+                "swaps_applied": sum(int(num(r["swaps_applied"]) or 0) for r in rs),
+                "rejections": sum(int(num(r["rejections"]) or 0) for r in rs),
+                "table_version": max(int(num(r["table_version"]) or 0) for r in rs),
+                "inflight_series": max(int(num(r["inflight_series"]) or 0) for r in rs),
+            })
+            per[phase] = d
+        if per:
+            a, b = per.get("steady", {}), per.get("churn", {})
+            per["ratio"] = {k: ratio(b.get(k), a.get(k)) for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms",
+                                                                   "proxy_cpu_us_per_req")}
+            summary[t] = per
+    lines = [
+        f"Table swaps under load: {fmt(num(sw.get('rate')), 0)} req/s by oha (latency-corrected), "
+        f"{sw.get('connections', '?')} connections, {sw.get('duration_s', '?')} s per run; a table of "
+        f"{num(sw.get('endpoints')) or 0:,.0f} extra endpoints in force, (a) unchanged, (b) replaced "
+        f"every {sw.get('every_s', '?')} s (file polled every {sw.get('poll_ms', '?')} ms)",
+        "",
+    ]
+    head = ["target", "run", "p50 (ms)", "p99 (ms)", "p99.9 (ms)", "max (ms)", "swaps applied / written",
+            "rejections", "requests", "errors", "CPU µs/req"]
+    body = []
+    for t, per in summary.items():
+        for phase, label in (("steady", "(a) no change"), ("churn", "(b) swaps")):
+            d = per.get(phase)
+            if not d:
+                continue
+            body.append([
+                t, label, fmt(d["p50_ms"], 2), fmt(d["p99_ms"], 2), fmt(d["p999_ms"], 2), fmt(d["max_ms"], 2),
+                f"{d['swaps_applied']} / {d['swaps_written']}", str(d["rejections"]), f"{d['requests']:,}",
+                str(d["errors"]), fmt(d["proxy_cpu_us_per_req"]),
+            ])
+        r = per["ratio"]
+        body.append([t, "(b) / (a)", times(r["p50_ms"]), times(r["p99_ms"]), times(r["p999_ms"]),
+                     times(r["max_ms"]), "", "", "", "", times(r["proxy_cpu_us_per_req"])])
+    lines += table(head, body)
+    notes = []
+    for t, per in summary.items():
+        a, b = per.get("steady", {}), per.get("churn")
+        if not b:
+            continue
+        # The gateway's CPU for one swap: (b)'s CPU beyond (a)'s per-request cost, per swap.
+        per_swap = None
+        if b["swaps_applied"] and a.get("proxy_cpu_us_per_req") is not None and b["proxy_cpu_us_per_req"] is not None:
+            per_swap = (b["proxy_cpu_us_per_req"] - a["proxy_cpu_us_per_req"]) * b["requests"] / b["swaps_applied"] / 1000
+        def threads(d):
+            u, k = d.get("table_threads_user_s"), d.get("table_threads_sys_s")
+            return None if u is None or k is None else u + k
+        tb, ta = threads(b), threads(a)
+        per_swap_threads = None
+        if tb is not None and b["swaps_applied"]:
+            per_swap_threads = (tb - (ta or 0)) / b["swaps_applied"] * 1000
+        notes.append(
+            f"{t}: a swap took {fmt(b['apply_ms_median'], 0)} ms from the file's write to \"routing table applied\" "
+            f"(median; max {fmt(b['apply_ms_max'], 0)} ms), and cost about {fmt(per_swap, 0)} ms of the gateway's CPU "
+            f"({fmt(per_swap_threads, 0)} ms on the table watcher and reaper threads, "
+            f"{fmt(b.get('table_threads_sys_s'), 2)} s of their {fmt(tb, 2)} s in the kernel; in (a) these threads, "
+            f"polling the unchanged file, used {fmt(ta, 2)} s). Its other threads (the worker) waited "
+            f"{fmt(a.get('serving_threads_runqueue_s'), 2)} s / {fmt(b.get('serving_threads_runqueue_s'), 2)} s "
+            f"for a CPU during (a) / (b), while other processes used "
+            f"{fmt(a.get('other_cores'), 2)} / {fmt(b.get('other_cores'), 2)} cores. "
+            f"(b) split by time: while a table was built, p99 {fmt(b['build_p99_ms'], 2)} ms and max "
+            f"{fmt(b['build_max_ms'], 2)} ms; the worst request in the 250 ms after each swap, "
+            f"{fmt(b['swap_max_ms_median'], 2)} ms (median over swaps; in (a) the worst per 250 ms is "
+            f"{fmt(a.get('quarter_max_ms_median'), 2)} ms, median); the other requests, p99 "
+            f"{fmt(b['quiet_p99_ms'], 2)} ms and max {fmt(b['quiet_max_ms'], 2)} ms. RSS "
+            f"{fmt((a.get('rss_kib') or 0) / 1024, 0)} MiB after (a), {fmt((b['rss_kib'] or 0) / 1024, 0)} MiB after (b); "
+            f"{b['inflight_series']:,} per-endpoint gauges in /metrics."
+        )
+    if notes:
+        lines += [""] + notes
+    gen = sw.get("gen") or {}
+    if gen.get("seconds") is not None:
+        lines += ["", f"Tables: {gen.get('versions')} versions of {fmt((gen.get('bytes') or [0])[0] / 1e6, 1)} MB, "
+                  f"written in {gen['seconds']} s; `meridian validate` of one: {sw.get('validate_ms')} ms."]
+    return lines, summary
+
+
 def main():
     raw_csv, meta_json, out_prefix = sys.argv[1:4]
     with open(raw_csv, newline="") as f:
@@ -375,6 +477,13 @@ def main():
         if os.path.exists(path):
             idle_lines, idle, idle_ratios = idle_tables(path, targets)
             lines += ([""] if lines else []) + idle_lines
+    swap = {}
+    swap_csv = meta.get("swap", {}).get("csv")
+    if "swap" in parts and swap_csv:
+        path = os.path.join(os.path.dirname(os.path.abspath(raw_csv)), swap_csv)
+        if os.path.exists(path):
+            swap_lines, swap = swap_tables(path, targets, meta)
+            lines += ([""] if lines else []) + swap_lines
     text = "\n".join(lines)
 
     ctx = meta["machine"]
@@ -407,6 +516,7 @@ def main():
                 "tls_ratios": tls_ratios,
                 "idle": idle,
                 "idle_ratios": idle_ratios,
+                "swap": swap,
             },
             f,
             indent=2,
