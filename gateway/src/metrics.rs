@@ -314,6 +314,12 @@ impl Metrics {
         self.inflight.with_label_values(&[endpoint])
     }
 
+    /// Unregisters the in-flight gauge of an endpoint that left the table. Handles still held by
+    /// an older snapshot keep working; they are just no longer exported.
+    pub fn remove_inflight_gauge(&self, endpoint: &str) {
+        let _ = self.inflight.remove_label_values(&[endpoint]);
+    }
+
     /// Renders the Prometheus text format.
     pub fn render(&self) -> Vec<u8> {
         use prometheus::Encoder;

@@ -148,6 +148,10 @@ pub struct EndpointRt {
 #[derive(Debug, Default)]
 pub struct StatsBook {
     endpoints: HashMap<SocketAddr, Arc<EndpointStats>>,
+    /// The label each endpoint's in-flight gauge was registered under, so that the gauge can be
+    /// unregistered when the endpoint leaves the table (or `/metrics` grows with every address
+    /// ever seen).
+    labels: HashMap<SocketAddr, String>,
     subsets: HashMap<String, Arc<SubsetState>>,
     routes: HashMap<String, Arc<RouteState>>,
 }
@@ -219,6 +223,11 @@ impl Snapshot {
                         Arc::new(EndpointStats::new(metrics.inflight_gauge(&e.address)))
                     });
                 next_book.endpoints.insert(addr, stats.clone());
+                next_book.labels.entry(addr).or_insert_with(|| {
+                    book.labels
+                        .remove(&addr)
+                        .unwrap_or_else(|| e.address.clone())
+                });
                 let weight = e.weight.max(1) as f64;
                 health[tier].total += weight;
                 if e.healthy {
@@ -340,6 +349,10 @@ impl Snapshot {
             .collect();
         next_book.subsets = next_subsets;
         next_book.routes = next_routes;
+        // Whatever is left in the old book's labels left the table.
+        for label in book.labels.values() {
+            metrics.remove_inflight_gauge(label);
+        }
         *book = next_book;
         Snapshot {
             version: table.version,

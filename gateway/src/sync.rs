@@ -21,11 +21,36 @@ pub fn watch_file_from(
     let name = format!("table-watch-{}", gw.config.region);
     std::thread::Builder::new().name(name).spawn(move || {
         let mut last = last;
+        // The file is only read again when its metadata changed: a large table (100,000
+        // endpoints is several MB) is not re-read every poll just to find it unchanged.
+        // `None` first: one full read, whatever happened since the caller's last poll.
+        let mut seen = None;
         loop {
-            poll_once(&gw, &mut last);
             std::thread::sleep(gw.config.table_poll);
+            let now = file_stamp(&gw.config.table_file);
+            if now.is_some() && now == seen {
+                continue;
+            }
+            seen = now;
+            poll_once(&gw, &mut last);
         }
     })
+}
+
+/// What changes when a file is replaced or rewritten: device and inode (a rename over it), size,
+/// modification and change times (an edit in place). `None` when it cannot be read.
+fn file_stamp(path: &std::path::Path) -> Option<(u64, u64, u64, i64, i64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.dev(),
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
 }
 
 /// Reads the table file once and applies it if it changed since `last`. Returns true when a new

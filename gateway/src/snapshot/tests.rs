@@ -220,3 +220,33 @@ fn ejected_endpoints_get_no_traffic_and_all_ejected_fails_open() {
         }
     ));
 }
+
+#[test]
+fn an_endpoint_that_leaves_the_table_leaves_metrics_too() {
+    let m = Metrics::new().expect("metrics");
+    let mut book = StatsBook::new();
+    let series = |m: &Metrics, addr: &str| {
+        String::from_utf8(m.render())
+            .expect("utf-8")
+            .lines()
+            .any(|l| l.starts_with("meridian_upstream_inflight") && l.contains(addr))
+    };
+    let _a = Snapshot::build(table(3, 1, 3), "eu", defaults(), &m, &mut book);
+    assert!(series(&m, "127.0.0.1:1002"));
+    assert!(series(&m, "127.0.0.2:1002"));
+    // 127.0.0.1:1001-1002 and 127.0.0.2:1001-1002 leave; 127.0.0.1:1000 stays.
+    let _b = Snapshot::build(table(1, 1, 1), "eu", defaults(), &m, &mut book);
+    for gone in [
+        "127.0.0.1:1001",
+        "127.0.0.1:1002",
+        "127.0.0.2:1001",
+        "127.0.0.2:1002",
+    ] {
+        assert!(!series(&m, gone), "{gone} still exported");
+    }
+    assert!(series(&m, "127.0.0.1:1000"));
+    assert!(series(&m, "127.0.0.3:1000"));
+    // And one that comes back is exported again.
+    let _c = Snapshot::build(table(2, 1, 2), "eu", defaults(), &m, &mut book);
+    assert!(series(&m, "127.0.0.1:1001"));
+}
