@@ -168,3 +168,37 @@ fn validate_reports_located_table_errors_and_passes_good_files() {
     assert!(all.contains("routes[0].split[0].weight"), "{all}");
     assert!(!all.contains("panicked"), "{all}");
 }
+
+#[test]
+fn gateway_on_a_port_in_use_exits_non_zero_instead_of_waiting_for_it() {
+    // Another process holds the port (bound here, on port 0, so the test owns it).
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = holder.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("table.yaml"), "version: 1\n").expect("table");
+    let cfg = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "region: eu-west\n\
+             listeners:\n  - address: '{busy}'\n\
+             admin: '127.0.0.1:0'\n\
+             table: {{file: table.yaml}}\n"
+        ),
+    )
+    .expect("write");
+    let ports = dir.path().join("ports.json");
+    let out = run(&[
+        "gateway".as_ref(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        "--ports-file".as_ref(),
+        ports.as_os_str(),
+    ]);
+    let all = text(&out);
+    assert!(!out.status.success(), "exit {:?}: {all}", out.status);
+    assert!(all.contains(&busy.to_string()), "names the address: {all}");
+    assert!(all.to_lowercase().contains("in use"), "says why: {all}");
+    assert!(!ports.exists(), "no ports file for ports it does not hold");
+    drop(holder);
+}

@@ -28,9 +28,20 @@ pub struct Bound {
     pub admin: SocketAddr,
 }
 
-/// A free port on `addr`'s IP when its port is 0; `addr` itself otherwise.
+/// A free port on `addr`'s IP when its port is 0; otherwise `addr`, once a trial bind shows it
+/// is free. Pingora binds later and retries a busy port every second without end, so without
+/// this check a gateway on a taken port would report itself listening while another process
+/// answers its clients. The trial socket sets `SO_REUSEADDR` as Pingora does, so connections
+/// of a previous run in TIME_WAIT do not count as busy.
 pub fn resolve_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     if addr.port() != 0 {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
         return Ok(addr);
     }
     let l = TcpListener::bind(addr)?;
