@@ -91,8 +91,8 @@ pub fn start(gw: Arc<Gateway>) -> anyhow::Result<std::thread::JoinHandle<()>> {
         shared: Arc::new(Mutex::new(Shared::default())),
         report_now: Arc::new(Notify::new()),
     };
-    if !rt.block_on(sync.first_table()) {
-        sync.load_last_known_good();
+    if let Some(why) = rt.block_on(sync.first_table()) {
+        sync.load_last_known_good(why);
     }
     let name = format!("table-sync-{}", sync.ctl.region);
     Ok(std::thread::Builder::new().name(name).spawn(move || {
@@ -162,9 +162,12 @@ impl ControlSync {
         }
     }
 
-    /// Tries each replica until one gives a table or [`START_WAIT`] passes.
-    async fn first_table(&mut self) -> bool {
+    /// Tries each replica until one gives a table or [`START_WAIT`] passes. `None` when a table
+    /// is in force; otherwise why not, for `/readyz`: no replica answered, or one answered with
+    /// a table this gateway refused.
+    async fn first_table(&mut self) -> Option<&'static str> {
         let end = tokio::time::Instant::now() + START_WAIT;
+        let mut why = "control plane unreachable";
         for _ in 0..self.ctl.urls.len() {
             let left = end.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
@@ -174,26 +177,28 @@ impl ControlSync {
                 Ok(Ok(Some(t))) => {
                     self.take(t).await;
                     if self.gw.ready() {
-                        return true;
+                        return None;
                     }
+                    why = "the control plane's table was refused";
                 }
-                Ok(Ok(None)) => {}
+                Ok(Ok(None)) => why = "the control plane has no table yet",
                 Ok(Err(e)) => tracing::warn!("control plane unreachable at start: {e}"),
                 Err(_) => tracing::warn!(url = self.url(), "control plane gave no table in time"),
             }
             self.next_url();
         }
-        false
+        Some(why)
     }
 
-    fn load_last_known_good(&mut self) {
+    /// Serves the last-known-good table, saying `why` the control plane's could not be used.
+    fn load_last_known_good(&mut self, why: &str) {
         let path = self.gw.config.table_file.clone();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!(path = %path.display(), "no control plane reachable and no last-known-good table ({e}); not ready until a control plane answers");
+                tracing::warn!(path = %path.display(), "{why} and no last-known-good table ({e}); not ready until the control plane gives a table this gateway accepts");
                 self.gw.source_note.store(Some(Arc::new(format!(
-                    "no control plane reachable, no last-known-good table at {}",
+                    "{why}, no last-known-good table at {}",
                     path.display()
                 ))));
                 return;
@@ -205,11 +210,8 @@ impl ControlSync {
                 let version = table.version;
                 self.gw.apply(table);
                 self.since = version;
-                let note = format!(
-                    "last-known-good {} (control plane unreachable)",
-                    path.display()
-                );
-                tracing::warn!(version, path = %path.display(), "serving the last-known-good table: no control plane reachable");
+                let note = format!("last-known-good {} ({why})", path.display());
+                tracing::warn!(version, path = %path.display(), "serving the last-known-good table: {why}");
                 self.gw.source_note.store(Some(Arc::new(note)));
                 lock(&self.shared).applied = Some(Applied {
                     version,
@@ -249,6 +251,11 @@ impl ControlSync {
                     if failing {
                         tracing::info!(url = self.url(), "control plane reachable again");
                         failing = false;
+                        if !from_lkg {
+                            self.gw
+                                .source_note
+                                .store(Some(Arc::new(format!("control {}", self.url()))));
+                        }
                     }
                     backoff = Duration::from_millis(100);
                     match got {
@@ -261,6 +268,13 @@ impl ControlSync {
                     if !failing {
                         tracing::warn!("table watch failed, trying the next replica with backoff; the table in force stays: {e}");
                         failing = true;
+                        if !from_lkg {
+                            // `/readyz` and `/table` say so; the gateway stays ready.
+                            self.gw.source_note.store(Some(Arc::new(format!(
+                                "control {} (control plane unreachable; the table in force stays)",
+                                self.url()
+                            ))));
+                        }
                     }
                     self.next_url();
                     let jitter = 0.5 + fastrand::f64() * 0.5;
