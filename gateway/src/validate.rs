@@ -23,21 +23,61 @@ pub enum Kind {
     Table,
 }
 
-/// Guesses the kind from the top-level keys.
+/// Top-level keys that only one kind of file has, to tell them apart.
+const KEYS: [(Kind, &[&str]); 5] = [
+    (
+        Kind::Gateway,
+        &[
+            "listeners",
+            "admin",
+            "region",
+            "workers",
+            "upstream_keepalive_pool",
+            "upstream_idle_timeout_ms",
+            "client_idle_timeout_ms",
+            "access_log",
+            "debug_headers",
+            "timeouts",
+        ],
+    ),
+    (
+        Kind::Demo,
+        &["upstreams", "gateways", "load", "canary_step"],
+    ),
+    (
+        Kind::Control,
+        &[
+            "tokens",
+            "listen",
+            "intent",
+            "state_dir",
+            "audit_log",
+            "health",
+            "rtt",
+            "dns",
+            "intent_poll_ms",
+            "long_poll_max_ms",
+        ],
+    ),
+    (Kind::Intent, &["services"]),
+    (Kind::Table, &["version", "subsets"]),
+];
+
+/// What kind of file `text` is: the kind with the most of its own top-level keys, so that one
+/// misspelt key (`listners:`) does not turn a gateway config into a routing table and give a
+/// misleading error. Ties go to the kind listed first in [`KEYS`]; a file with none of them is
+/// taken as a routing table.
 pub fn kind_of(text: &str) -> Kind {
     let v: serde_yaml::Value = serde_yaml::from_str(text).unwrap_or(serde_yaml::Value::Null);
     let has = |k: &str| v.get(k).is_some();
-    if has("listeners") {
-        Kind::Gateway
-    } else if has("upstreams") {
-        Kind::Demo
-    } else if has("tokens") {
-        Kind::Control
-    } else if has("services") {
-        Kind::Intent
-    } else {
-        Kind::Table
+    let mut best = (Kind::Table, 0);
+    for (kind, keys) in KEYS {
+        let n = keys.iter().filter(|k| has(k)).count();
+        if n > best.1 {
+            best = (kind, n);
+        }
     }
+    best.0
 }
 
 /// Validates one file; `Ok(kind)` when valid.
@@ -107,5 +147,47 @@ fn collect(p: &Path, out: &mut Vec<std::path::PathBuf>) {
         }
     } else {
         out.push(p.to_path_buf());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(rel: &str) -> String {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../configs")
+            .join(rel);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn every_example_is_told_apart() {
+        for (file, kind) in [
+            ("gateway.example.yaml", Kind::Gateway),
+            ("table.example.yaml", Kind::Table),
+            ("demo/demo.yaml", Kind::Demo),
+            ("demo/eu-west.yaml", Kind::Gateway),
+            ("control/control.yaml", Kind::Control),
+            ("control/intent.yaml", Kind::Intent),
+            ("control/gateway-eu-west.yaml", Kind::Gateway),
+        ] {
+            assert_eq!(kind_of(&example(file)), kind, "{file}");
+        }
+    }
+
+    #[test]
+    fn one_misspelt_key_does_not_change_the_kind() {
+        let gw = example("gateway.example.yaml").replace("\nlisteners:", "\nlistners:");
+        assert!(gw.contains("listners:"));
+        assert_eq!(kind_of(&gw), Kind::Gateway);
+        let ctl = example("control/control.yaml").replace("\ntokens:", "\ntokns:");
+        assert!(ctl.contains("tokns:"));
+        assert_eq!(kind_of(&ctl), Kind::Control);
+        // And the error then names the misspelt key, not a key of another kind of file.
+        let err = GatewayConfig::parse(&gw, Path::new("."))
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("listners"), "{err}");
     }
 }
