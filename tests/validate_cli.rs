@@ -202,3 +202,13 @@ fn gateway_on_a_port_in_use_exits_non_zero_instead_of_waiting_for_it() {
     assert!(!ports.exists(), "no ports file for ports it does not hold");
     drop(holder);
 }
+
+#[test]
+fn validate_on_a_folder_with_nothing_to_check_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("notes.txt"), "not a config").expect("write");
+    let out = run(&["validate".as_ref(), dir.path().as_os_str()]);
+    let all = text(&out);
+    assert!(!out.status.success(), "exit {:?}: {all}", out.status);
+    assert!(all.contains("no .yaml"), "{all}");
+}

@@ -112,10 +112,19 @@ pub fn validate_file(path: &Path) -> Result<Kind, Errors> {
 /// Prints one line per file and every error; returns whether all were valid.
 pub fn run(paths: &[std::path::PathBuf]) -> bool {
     let mut files = Vec::new();
-    for p in paths {
-        collect(p, &mut files);
-    }
     let mut ok = true;
+    for p in paths {
+        let before = files.len();
+        collect(p, &mut files);
+        if files.len() == before {
+            // An empty folder, or one with no .yaml/.yml/.json: checking nothing is not a pass.
+            println!(
+                "invalid {}: no .yaml, .yml or .json files in it",
+                p.display()
+            );
+            ok = false;
+        }
+    }
     for f in files {
         match validate_file(&f) {
             Ok(kind) => println!("ok      {} ({kind:?})", f.display()),
