@@ -42,7 +42,7 @@ ensure_build_tools() {
         fi
     fi
     if ! command -v cargo >/dev/null; then
-        echo "meridian.sh: cargo not found; install Rust (1.83 or newer) with rustup and retry" >&2
+        echo "meridian.sh: cargo not found; install Rust (1.95 or newer) with rustup and retry" >&2
         exit 1
     fi
 }

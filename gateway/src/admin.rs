@@ -43,11 +43,22 @@ impl Admin {
                     .map(|n| format!(" ({n})"))
                     .unwrap_or_default();
                 match snap.as_ref() {
-                    Some(s) => reply(
-                        StatusCode::OK,
-                        "text/plain",
-                        format!("ready: table version {}{note}\n", s.version).into_bytes(),
-                    ),
+                    Some(s) => {
+                        // Still ready (the table in force serves), but a refused newer table is
+                        // worth seeing here too.
+                        let refused = gw
+                            .last_rejection
+                            .load()
+                            .as_ref()
+                            .map(|r| format!("; last table refused: {r}"))
+                            .unwrap_or_default();
+                        reply(
+                            StatusCode::OK,
+                            "text/plain",
+                            format!("ready: table version {}{note}{refused}\n", s.version)
+                                .into_bytes(),
+                        )
+                    }
                     None => {
                         let why = gw
                             .last_rejection
