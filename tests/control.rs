@@ -63,7 +63,7 @@ impl Control {
     async fn start(dir: &Path, listen: &str) -> Control {
         let cfg = format!(
             "listen: \"{listen}\"\nintent: intent.yaml\nstate_dir: state\n\
-             tokens: {{ gateways: {GW_TOKEN}, alice: {ALICE_TOKEN} }}\n\
+             tokens: {{ gateways: {GW_TOKEN}, alice: {{ token: {ALICE_TOKEN}, role: operator }} }}\n\
              health: {{ concurrency: 16, warmup_ms: 2000 }}\nintent_poll_ms: 100\nlong_poll_max_ms: 5000\n"
         );
         std::fs::write(dir.join("control.yaml"), cfg).expect("control config");
@@ -415,6 +415,17 @@ async fn gateways_survive_the_control_plane_and_converge_when_it_returns() {
         errors, 0,
         "{errors} of {sent} failed with the control plane gone: {first:?}"
     );
+    // A gateway that keeps running stays ready and says it lost the control plane.
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let (code, ready) = w.us.admin("/readyz").await;
+        assert_eq!(code, 200, "{ready}");
+        if ready.contains("control plane unreachable") {
+            break;
+        }
+        assert!(Instant::now() < end, "/readyz never said so: {ready}");
+        tokio::time::sleep(POLL).await;
+    }
 
     // A gateway restarted while the control plane is down serves its last-known-good table.
     let version = w.eu.table().await["table"]["version"].as_u64().expect("v");
@@ -459,6 +470,11 @@ async fn gateways_survive_the_control_plane_and_converge_when_it_returns() {
     let (_, ready) = w.eu.admin("/readyz").await;
     assert!(
         !ready.contains("last-known-good"),
+        "/readyz still says: {ready}"
+    );
+    let (_, ready) = w.us.admin("/readyz").await;
+    assert!(
+        !ready.contains("unreachable"),
         "/readyz still says: {ready}"
     );
 }
@@ -564,7 +580,7 @@ async fn a_table_over_the_gateways_limits_is_nacked_and_the_old_one_serves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_malformed_bodies_and_invalid_intents_are_refused() {
+async fn tokens_roles_malformed_bodies_and_invalid_intents_are_refused() {
     let dir = tempfile::tempdir().expect("dir");
     let ups = common::upstreams("sec", 2).await;
     std::fs::write(
@@ -597,6 +613,78 @@ async fn tokens_malformed_bodies_and_invalid_intents_are_refused() {
             assert!(r.bytes().await.expect("body").is_empty(), "401 with a body");
         }
     }
+    // A known token used beyond its role: 403 naming the role needed, and nothing changes. The
+    // gateways' token is a bare one, which is a gateway token.
+    let good = intent(&[&ups[0]], &[&ups[1]]).replace("weight: 100", "weight: 50");
+    for (method, path, token, body, needs) in [
+        ("PUT", "/v1/intent", GW_TOKEN, good.clone(), "operator"),
+        ("GET", "/v1/status", GW_TOKEN, String::new(), "operator"),
+        (
+            "POST",
+            "/v1/reports",
+            ALICE_TOKEN,
+            "{\"wire\": 1, \"gateway\": \"alice-gw\", \"region\": \"eu-west\"}".to_string(),
+            "gateway",
+        ),
+    ] {
+        let r = c
+            .request(method.parse().expect("m"), format!("{base}{path}"))
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 403, "{method} {path}");
+        let e: meridian_api::wire::ErrorResponse = r.json().await.expect("error json");
+        assert!(
+            e.error.contains(&format!("the {needs} role")),
+            "{method} {path}: {e:?}"
+        );
+    }
+    let s = control.status().await;
+    assert_eq!(s.intent.hash, before.intent.hash);
+    assert_eq!(version_of(&s, "eu-west"), version_of(&before, "eu-west"));
+    assert!(s.gateways.iter().all(|g| g.gateway != "alice-gw"));
+    assert!(control
+        .audit()
+        .iter()
+        .any(|e| e["kind"] == "push-forbidden" && e["identity"] == "gateways"));
+    // Both still do what their role allows.
+    for token in [GW_TOKEN, ALICE_TOKEN] {
+        let r = c
+            .get(format!("{base}/v1/tables/eu-west?since=0"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+    }
+    // `meridian push` and `meridian tables` with the gateways' token say why they are refused.
+    let file = dir.path().join("good.yaml");
+    std::fs::write(&file, &good).expect("w");
+    let out = Command::new(meridian_bin())
+        .args(["push", "--control", &base, "--token", GW_TOKEN])
+        .arg(&file)
+        .output()
+        .expect("push");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("403 forbidden") && err.contains("role: operator"),
+        "{err}"
+    );
+    let out = Command::new(meridian_bin())
+        .args(["tables", "--control", &base, "--token", GW_TOKEN])
+        .output()
+        .expect("tables");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("403 forbidden") && err.contains("role: operator"),
+        "{err}"
+    );
+    assert_eq!(control.status().await.intent.hash, before.intent.hash);
+
     // Malformed report JSON: 400.
     for body in ["{", "[]", "{\"gateway\": 5}", "not json"] {
         let r = c

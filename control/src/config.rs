@@ -6,13 +6,19 @@
 //! listen: "127.0.0.1:7100"          # port 0 picks a free port (see --ports-file)
 //! intent: intent/                   # a file or a folder of them, watched
 //! state_dir: /var/lib/meridian      # pushed intent, version counter, audit log
-//! tokens:                           # name -> bearer token; the name is written to the audit log
-//!   gateways: "change-me-gw"
-//!   alice: "change-me-alice"
+//! tokens:                           # name -> bearer token and role; the name goes to the audit log
+//!   gateways: { token: "change-me-gw", role: gateway }
+//!   alice: { token: "change-me-alice", role: operator }
+//!   edge: "change-me-edge"          # a bare token: role `gateway`
 //! health: { concurrency: 256 }
 //! ```
+//!
+//! Roles ([`Role`]) are checked per call by the publisher: a `gateway` token may read tables and
+//! post reports; an `operator` token may push the intent, read the status and read tables. A
+//! token given without a role (the older `name: token` form) is a `gateway` token.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,8 +38,9 @@ pub struct ControlFile {
     /// Folder for the pushed intent, the version counter and (by default) the audit log,
     /// relative to this file; created when missing. Required.
     pub state_dir: PathBuf,
-    /// Bearer tokens by identity name. At least one; each at least 8 characters.
-    pub tokens: BTreeMap<String, String>,
+    /// Bearer tokens by identity name, each with its role. At least one; each token at least 8
+    /// characters.
+    pub tokens: BTreeMap<String, TokenFile>,
     /// Audit log (JSON lines), relative to this file. Default: `<state_dir>/audit.jsonl`.
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
@@ -52,6 +59,117 @@ pub struct ControlFile {
     /// Longest hold of a table long poll. Default: 30000 ms.
     #[serde(default = "long_poll")]
     pub long_poll_max_ms: u64,
+}
+
+/// What a token may do. Checked per call by the publisher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// A gateway fleet: `GET /v1/tables/{region}` and `POST /v1/reports`.
+    Gateway,
+    /// A person or tool running the fleet: `PUT /v1/intent`, `GET /v1/status`, and
+    /// `GET /v1/tables/{region}` for debugging. Not `POST /v1/reports`: reports feed failover
+    /// ordering and the gateways' sync state, and only gateways observe those.
+    Operator,
+}
+
+impl Role {
+    /// Every role, as written in the config.
+    pub const ALL: [Role; 2] = [Role::Gateway, Role::Operator];
+
+    /// The role's name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Gateway => "gateway",
+            Role::Operator => "operator",
+        }
+    }
+
+    /// The role named `s` in the config.
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One token in the file: a bare string (role `gateway`), or `{ token, role }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum TokenFile {
+    /// `name: token`: a `gateway` token (the form from before roles).
+    Bare(String),
+    /// `name: { token: ..., role: gateway | operator }`.
+    Full(TokenSpec),
+}
+
+/// A token with its role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    /// The bearer token.
+    pub token: String,
+    /// `gateway` or `operator`. Default: `gateway`. Kept as text here so that an unknown role is
+    /// reported by validation with its path, like every other bad value.
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+impl TokenFile {
+    fn token(&self) -> &str {
+        match self {
+            TokenFile::Bare(t) => t,
+            TokenFile::Full(s) => &s.token,
+        }
+    }
+
+    fn role(&self) -> Option<&str> {
+        match self {
+            TokenFile::Bare(_) => None,
+            TokenFile::Full(s) => s.role.as_deref(),
+        }
+    }
+}
+
+// By hand rather than `#[serde(untagged)]`, so a mistake inside the map form (a misspelt field,
+// a missing token) is reported as such, with its path, rather than as "no variant matched".
+impl<'de> Deserialize<'de> for TokenFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TokenFile;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a token, or a map with `token` and `role`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TokenFile, E> {
+                Ok(TokenFile::Bare(v.to_string()))
+            }
+            // An unquoted all-digit token reads as a number in YAML; it was a string before.
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<TokenFile, E> {
+                Ok(TokenFile::Bare(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<TokenFile, E> {
+                Ok(TokenFile::Bare(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<TokenFile, A::Error> {
+                TokenSpec::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(TokenFile::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A known token's identity: the name written to the audit log, and its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's name in the config.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
 }
 
 /// Health-check settings of the checker as a whole (per-service specs live in the intent).
@@ -159,8 +277,10 @@ pub struct ControlConfig {
     pub state_dir: PathBuf,
     /// Audit log file.
     pub audit_log: PathBuf,
-    /// Token -> identity name.
-    pub tokens: BTreeMap<String, String>,
+    /// Token -> identity (name and role).
+    pub tokens: BTreeMap<String, Identity>,
+    /// Names of the tokens given without a role (so `gateway`), to warn about at start.
+    pub tokens_without_role: Vec<String>,
     /// Checks in flight at once.
     pub health_concurrency: usize,
     /// Warm-up before the first publish.
@@ -211,15 +331,40 @@ impl TryFrom<(ControlFile, &Path)> for ControlConfig {
             errs.push("tokens", "must have at least one token");
         }
         let mut tokens = BTreeMap::new();
-        for (name, token) in &f.tokens {
+        let mut tokens_without_role = Vec::new();
+        for (name, entry) in &f.tokens {
+            let at = join("tokens", name);
+            let token = entry.token();
             if token.len() < 8 || token.contains(char::is_whitespace) {
-                errs.push(
-                    join("tokens", name),
-                    "must be at least 8 characters, without spaces",
-                );
+                let at = match entry {
+                    TokenFile::Bare(_) => at.clone(),
+                    TokenFile::Full(_) => join(&at, "token"),
+                };
+                errs.push(at, "must be at least 8 characters, without spaces");
             }
-            if tokens.insert(token.clone(), name.clone()).is_some() {
-                errs.push(join("tokens", name), "the same token is given twice");
+            let role = match entry.role() {
+                None => {
+                    tokens_without_role.push(name.clone());
+                    Role::Gateway
+                }
+                Some(r) => match Role::parse(r) {
+                    Some(role) => role,
+                    None => {
+                        let known: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+                        errs.push(
+                            join(&at, "role"),
+                            format!("unknown role '{r}'; expected one of: {}", known.join(", ")),
+                        );
+                        Role::Gateway
+                    }
+                },
+            };
+            let identity = Identity {
+                name: name.clone(),
+                role,
+            };
+            if tokens.insert(token.to_string(), identity).is_some() {
+                errs.push(at, "the same token is given twice");
             }
         }
         if !(1..=100_000).contains(&f.health.concurrency) {
@@ -267,6 +412,7 @@ impl TryFrom<(ControlFile, &Path)> for ControlConfig {
             state_dir,
             audit_log,
             tokens,
+            tokens_without_role,
             health_concurrency: f.health.concurrency,
             warmup: Duration::from_millis(f.health.warmup_ms),
             health_keep_alive: f.health.keep_alive,
@@ -291,10 +437,75 @@ mod tests {
         assert_eq!(c.intent, Path::new("/etc/m/intent.yaml"));
         assert_eq!(c.audit_log, Path::new("/etc/m/state/audit.jsonl"));
         assert_eq!(
-            c.tokens.get("secret-token-1").map(String::as_str),
-            Some("gw")
+            c.tokens.get("secret-token-1"),
+            Some(&Identity {
+                name: "gw".into(),
+                role: Role::Gateway
+            })
         );
+        assert_eq!(c.tokens_without_role, ["gw"]);
         assert_eq!(c.health_concurrency, 256);
+    }
+
+    #[test]
+    fn tokens_take_a_role_and_a_bare_token_is_a_gateway() {
+        let text = "listen: '127.0.0.1:0'\nintent: i\nstate_dir: s\ntokens:\n  \
+                    fleet: fleet-token-1\n  \
+                    edge: { token: edge-token-1 }\n  \
+                    gw: { token: gw-token-01, role: gateway }\n  \
+                    alice: { token: alice-token-1, role: operator }\n  \
+                    digits: 123456789\n";
+        let c = ControlConfig::parse(text, Path::new(".")).expect("valid");
+        let role = |t: &str| c.tokens.get(t).map(|i| (i.name.as_str(), i.role));
+        assert_eq!(role("fleet-token-1"), Some(("fleet", Role::Gateway)));
+        assert_eq!(role("edge-token-1"), Some(("edge", Role::Gateway)));
+        assert_eq!(role("gw-token-01"), Some(("gw", Role::Gateway)));
+        assert_eq!(role("alice-token-1"), Some(("alice", Role::Operator)));
+        assert_eq!(role("123456789"), Some(("digits", Role::Gateway)));
+        assert_eq!(c.tokens_without_role, ["digits", "edge", "fleet"]);
+    }
+
+    #[test]
+    fn an_unknown_role_is_refused_with_its_path() {
+        let text = "listen: '127.0.0.1:0'\nintent: i\nstate_dir: s\ntokens:\n  \
+                    alice: { token: alice-token-1, role: admin }\n  \
+                    bob: { token: short, role: Operator }\n";
+        let err = ControlConfig::parse(text, Path::new("."))
+            .expect_err("invalid")
+            .to_string();
+        for want in [
+            "tokens.alice.role: unknown role 'admin'; expected one of: gateway, operator",
+            "tokens.bob.role: unknown role 'Operator'",
+            "tokens.bob.token: must be at least 8",
+        ] {
+            assert!(err.contains(want), "missing {want} in {err}");
+        }
+    }
+
+    #[test]
+    fn a_mistake_in_a_token_map_is_located() {
+        for (entry, want) in [
+            (
+                "{ token: alice-token-1, rol: operator }",
+                "unknown field `rol`",
+            ),
+            ("{ role: operator }", "missing field `token`"),
+            (
+                "[alice-token-1]",
+                "a token, or a map with `token` and `role`",
+            ),
+        ] {
+            let text = format!(
+                "listen: '127.0.0.1:0'\nintent: i\nstate_dir: s\ntokens:\n  alice: {entry}\n"
+            );
+            let err = ControlConfig::parse(&text, Path::new("."))
+                .expect_err("invalid")
+                .to_string();
+            assert!(
+                err.contains("tokens.alice") && err.contains(want),
+                "{entry}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -19,11 +19,14 @@ use tokio::sync::{mpsc, watch};
 
 use crate::audit::Audit;
 use crate::builder::Published;
+use crate::config::Identity;
 use crate::reconcile::Event;
 use crate::rtt::{check_sample, Reported};
 
 /// Shortest time between two warnings about ignored RTT values.
 const RTT_WARN_EVERY_MS: u64 = 10_000;
+/// Shortest time between two warnings about calls refused by role (403).
+const FORBIDDEN_WARN_EVERY_MS: u64 = 10_000;
 
 /// The published tables.
 #[derive(Debug, Clone, Default)]
@@ -56,7 +59,11 @@ pub struct GatewayRecord {
 /// The shared state.
 #[derive(Debug)]
 pub struct Hub {
-    tokens: BTreeMap<String, String>,
+    tokens: BTreeMap<String, Identity>,
+    /// Calls refused with 403 (a known token used beyond its role).
+    forbidden: AtomicU64,
+    /// When a 403 was last logged, Unix ms.
+    forbidden_warned_unix_ms: AtomicU64,
     tables: watch::Sender<Arc<Tables>>,
     gateways: Mutex<BTreeMap<String, GatewayRecord>>,
     intent: Mutex<IntentStatus>,
@@ -86,9 +93,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hub {
-    /// A hub with `tokens` (token -> identity). Valid reported RTTs are sent to `rtt_reports`.
+    /// A hub with `tokens` (token -> identity and role). Valid reported RTTs are sent to
+    /// `rtt_reports`.
     pub fn new(
-        tokens: BTreeMap<String, String>,
+        tokens: BTreeMap<String, Identity>,
         events: mpsc::UnboundedSender<Event>,
         rtt_reports: mpsc::Sender<Reported>,
         audit: Arc<Audit>,
@@ -97,6 +105,8 @@ impl Hub {
         let (tables, _) = watch::channel(Arc::new(Tables::default()));
         Hub {
             tokens,
+            forbidden: AtomicU64::new(0),
+            forbidden_warned_unix_ms: AtomicU64::new(0),
             tables,
             gateways: Mutex::new(BTreeMap::new()),
             intent: Mutex::new(IntentStatus::default()),
@@ -128,9 +138,10 @@ impl Hub {
         self.rtt_dropped.load(Ordering::Relaxed)
     }
 
-    /// The identity of an `Authorization` header value, if its bearer token is known. Every
-    /// token is compared in full, so the time taken does not tell how much of a guess matched.
-    pub fn identity(&self, authorization: Option<&str>) -> Option<String> {
+    /// The identity (name and role) of an `Authorization` header value, if its bearer token is
+    /// known. Every token is compared in full, so the time taken does not tell how much of a
+    /// guess matched.
+    pub fn identity(&self, authorization: Option<&str>) -> Option<Identity> {
         let given = authorization?.strip_prefix("Bearer ")?.trim().as_bytes();
         let mut found = None;
         for (token, name) in &self.tokens {
@@ -144,6 +155,42 @@ impl Hub {
             }
         }
         found
+    }
+
+    /// Calls refused so far because the token's role does not allow them (403).
+    pub fn forbidden(&self) -> u64 {
+        self.forbidden.load(Ordering::Relaxed)
+    }
+
+    /// Counts and logs a call refused because `who`'s role does not allow it. Every refusal is
+    /// counted; the log gets at most one line every few seconds, so a misconfigured fleet
+    /// polling with the wrong token does not flood it. A refused intent push is also audited,
+    /// next to the pushes.
+    pub fn refused_by_role(&self, who: &Identity, call: &str, needs: &str) {
+        let total = self.forbidden.fetch_add(1, Ordering::Relaxed) + 1;
+        if call == "PUT /v1/intent" {
+            self.audit.append(
+                "push-forbidden",
+                serde_json::json!({ "identity": who.name, "role": who.role.as_str(), "needs": needs }),
+            );
+        }
+        let now = crate::now_unix_ms();
+        let last = self.forbidden_warned_unix_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= FORBIDDEN_WARN_EVERY_MS
+            && self
+                .forbidden_warned_unix_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                identity = %who.name,
+                role = %who.role,
+                call,
+                needs,
+                total_forbidden = total,
+                "call refused (403): the token's role does not allow it"
+            );
+        }
     }
 
     /// Publishes a new set of tables; wakes every long poll.
@@ -336,7 +383,13 @@ mod tests {
         let audit = Arc::new(Audit::open(&dir.path().join("a.jsonl")).expect("audit"));
         let (tx, _rx) = mpsc::unbounded_channel();
         let (rtt_tx, _rtt_rx) = mpsc::channel(4);
-        let tokens = BTreeMap::from([("s3cret-token".to_string(), "alice".to_string())]);
+        let tokens = BTreeMap::from([(
+            "s3cret-token".to_string(),
+            Identity {
+                name: "alice".to_string(),
+                role: crate::config::Role::Operator,
+            },
+        )]);
         (
             Hub::new(tokens, tx, rtt_tx, audit, Duration::from_secs(1)),
             dir,
@@ -348,7 +401,10 @@ mod tests {
         let (h, _d) = hub();
         assert_eq!(
             h.identity(Some("Bearer s3cret-token")),
-            Some("alice".into())
+            Some(Identity {
+                name: "alice".into(),
+                role: crate::config::Role::Operator
+            })
         );
         for bad in [
             None,

@@ -1,15 +1,19 @@
 //! The control plane's HTTP API (HTTP/1.1, hyper):
 //!
-//! | call | answer |
-//! | --- | --- |
-//! | `GET /v1/tables/{region}?since=V&wait_ms=W&gateway=ID` | 200 [`TableResponse`] when the version differs from `V`; else held up to `W` ms, then 304 |
-//! | `POST /v1/reports` ([`Report`]) | 204; 400 on malformed JSON. Its `rtt_ms` values are checked one by one: bad ones (not finite, outside `0..60000`, unknown region) are ignored and counted, never refused |
-//! | `GET /v1/status` | 200 [`Status`] |
-//! | `PUT /v1/intent` (YAML or JSON intent) | 200 [`PushResponse`]; 400 unparsable, 422 invalid, both with located errors |
-//! | `GET /healthz` | 200, without a token (for liveness probes) |
+//! | call | roles | answer |
+//! | --- | --- | --- |
+//! | `GET /v1/tables/{region}?since=V&wait_ms=W&gateway=ID` | gateway, operator | 200 [`TableResponse`] when the version differs from `V`; else held up to `W` ms, then 304 |
+//! | `POST /v1/reports` ([`Report`]) | gateway | 204; 400 on malformed JSON. Its `rtt_ms` values are checked one by one: bad ones (not finite, outside `0..60000`, unknown region) are ignored and counted, never refused |
+//! | `GET /v1/status` | operator | 200 [`Status`] |
+//! | `PUT /v1/intent` (YAML or JSON intent) | operator | 200 [`PushResponse`]; 400 unparsable, 422 invalid, both with located errors |
+//! | `GET /healthz` | none | 200, without a token (for liveness probes) |
 //!
 //! Every other call needs `Authorization: Bearer <token>`; without a known token the answer is a
-//! bare 401 with no body, whatever the path. Bodies are capped (reports 1 MiB, intents 8 MiB).
+//! bare 401 with no body, whatever the path. A known token whose role (see
+//! [`crate::config::Role`]) does not allow the call gets a 403 with an [`ErrorResponse`] naming
+//! the role needed, before its body is read: nothing changes. 403s are counted
+//! ([`Hub::forbidden`]) and logged; a refused push is also audited (`push-forbidden`). Bodies
+//! are capped (reports 1 MiB, intents 8 MiB).
 //!
 //! [`TableResponse`]: meridian_api::wire::TableResponse
 //! [`Report`]: meridian_api::wire::Report
@@ -31,6 +35,7 @@ use meridian_api::{parse_yaml_or_json, Errors};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::config::Role;
 use crate::hub::Hub;
 use crate::reconcile::{Event, IntentSource};
 
@@ -99,6 +104,55 @@ fn error(status: StatusCode, msg: impl Into<String>, errs: Option<&Errors>) -> R
     json_of(status, &body)
 }
 
+/// One of the API's calls (besides `/healthz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call<'a> {
+    /// `GET /v1/tables/{region}`.
+    Tables(&'a str),
+    /// `POST /v1/reports`.
+    Report,
+    /// `GET /v1/status`.
+    Status,
+    /// `PUT /v1/intent`.
+    Push,
+}
+
+impl Call<'_> {
+    /// The call named by a method and path; else the answer's status (404 or 405).
+    fn of<'p>(method: &Method, path: &'p str) -> Result<Call<'p>, StatusCode> {
+        match (method, path) {
+            (&Method::GET, p) if p.starts_with("/v1/tables/") => {
+                Ok(Call::Tables(&p["/v1/tables/".len()..]))
+            }
+            (&Method::POST, "/v1/reports") => Ok(Call::Report),
+            (&Method::GET, "/v1/status") => Ok(Call::Status),
+            (&Method::PUT, "/v1/intent") => Ok(Call::Push),
+            (_, "/v1/reports" | "/v1/status" | "/v1/intent") => Err(StatusCode::METHOD_NOT_ALLOWED),
+            _ => Err(StatusCode::NOT_FOUND),
+        }
+    }
+
+    /// The roles that may make this call.
+    fn roles(self) -> &'static [Role] {
+        match self {
+            // Operators read tables too, to see what a region's gateways are served.
+            Call::Tables(_) => &[Role::Gateway, Role::Operator],
+            Call::Report => &[Role::Gateway],
+            Call::Status | Call::Push => &[Role::Operator],
+        }
+    }
+
+    /// The call as written in messages (`{region}` rather than the caller's region).
+    fn name(self) -> &'static str {
+        match self {
+            Call::Tables(_) => "GET /v1/tables/{region}",
+            Call::Report => "POST /v1/reports",
+            Call::Status => "GET /v1/status",
+            Call::Push => "PUT /v1/intent",
+        }
+    }
+}
+
 /// Answers one request.
 pub async fn handle(hub: &Hub, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
@@ -117,19 +171,38 @@ pub async fn handle(hub: &Hub, req: Request<Incoming>) -> Resp {
         );
         return r;
     };
+    let call = match Call::of(req.method(), &path) {
+        Ok(c) => c,
+        Err(StatusCode::METHOD_NOT_ALLOWED) => {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", None)
+        }
+        Err(code) => return error(code, format!("no such call: {path}"), None),
+    };
+    let roles = call.roles();
+    if !roles.contains(&identity.role) {
+        // Refused before the body is read: nothing changes.
+        let needs = roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(" or ");
+        hub.refused_by_role(&identity, call.name(), &needs);
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} needs a token with the {needs} role; this token's role is {}",
+                call.name(),
+                identity.role
+            ),
+            None,
+        );
+    }
     let query = req.uri().query().unwrap_or("").to_string();
-    match (req.method().clone(), path.as_str()) {
-        (Method::GET, p) if p.starts_with("/v1/tables/") => {
-            let region = &p["/v1/tables/".len()..];
-            tables(hub, region, &query).await
-        }
-        (Method::POST, "/v1/reports") => report(hub, req).await,
-        (Method::GET, "/v1/status") => json_of(StatusCode::OK, &hub.status()),
-        (Method::PUT, "/v1/intent") => push(hub, &identity, req).await,
-        (_, "/v1/reports" | "/v1/status" | "/v1/intent") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", None)
-        }
-        _ => error(StatusCode::NOT_FOUND, format!("no such call: {path}"), None),
+    match call {
+        Call::Tables(region) => tables(hub, region, &query).await,
+        Call::Report => report(hub, req).await,
+        Call::Status => json_of(StatusCode::OK, &hub.status()),
+        Call::Push => push(hub, &identity.name, req).await,
     }
 }
 

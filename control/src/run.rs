@@ -55,6 +55,13 @@ pub async fn start_with_resolver(
         Audit::open(&cfg.audit_log)
             .with_context(|| format!("audit_log {}", cfg.audit_log.display()))?,
     );
+    if !cfg.tokens_without_role.is_empty() {
+        tracing::warn!(
+            tokens = %cfg.tokens_without_role.join(", "),
+            "tokens without a role are gateway tokens (tables and reports only); give people and \
+             tools that push the intent or read the status `{{ token: ..., role: operator }}`"
+        );
+    }
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     // Gateways' reported RTTs, validated by the hub, on their way to the smoother. Bounded: a
     // flood of reports drops samples rather than memory.

@@ -10,6 +10,7 @@ use meridian_testkit::{MockUpstream, UpstreamConfig};
 use serde_json::json;
 
 const TOKEN: &str = "gw-token-0123";
+const OPERATOR_TOKEN: &str = "op-token-0123";
 const DEADLINE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(20);
 
@@ -46,7 +47,7 @@ async fn world() -> World {
     // its fallback figures, loopback noise, stay put while the test runs.
     let cfg = meridian_control::ControlConfig::parse(
         &format!(
-            "listen: '127.0.0.1:0'\nintent: intent.yaml\nstate_dir: state\ntokens: {{ gw: {TOKEN} }}\n\
+            "listen: '127.0.0.1:0'\nintent: intent.yaml\nstate_dir: state\ntokens: {{ gw: {TOKEN}, op: {{ token: {OPERATOR_TOKEN}, role: operator }} }}\n\
              health: {{ warmup_ms: 2000 }}\nrtt: {{ interval_ms: 3600000 }}\n"
         ),
         dir.path(),
@@ -75,7 +76,7 @@ impl World {
     async fn status(&self) -> Status {
         self.http
             .get(format!("{}/v1/status", self.base))
-            .bearer_auth(TOKEN)
+            .bearer_auth(OPERATOR_TOKEN)
             .send()
             .await
             .expect("status")

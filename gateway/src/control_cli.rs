@@ -3,7 +3,8 @@
 //! - `meridian push --control URL [--token T] FILE`: validates an intent locally, uploads it, and
 //!   prints the new table versions or the located errors.
 //!
-//! The token may also come from `MERIDIAN_TOKEN`.
+//! The token may also come from `MERIDIAN_TOKEN`. Both need an `operator` token: a known token
+//! of another role gets a 403, printed with the role needed.
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,6 +29,23 @@ fn token(given: Option<String>) -> Option<String> {
     given.or_else(|| std::env::var("MERIDIAN_TOKEN").ok())
 }
 
+/// The line for a 403: the token is known but its role does not allow the call. `body` is the
+/// control plane's error (it names the role needed); `cmd` is the command, for the hint.
+fn forbidden(url: &str, cmd: &str, body: &[u8]) -> String {
+    let said = serde_json::from_slice::<ErrorResponse>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_string());
+    let said = if said.is_empty() {
+        String::new()
+    } else {
+        format!(": {said}")
+    };
+    format!(
+        "{url}: 403 forbidden{said}\n  `meridian {cmd}` needs an operator token (`role: operator` \
+         in the control plane's config); check --token or MERIDIAN_TOKEN"
+    )
+}
+
 /// `meridian tables`: prints `/v1/status`. Returns the text to print.
 pub fn tables(control: &str, tok: Option<String>) -> anyhow::Result<String> {
     let url = format!("{}/v1/status", control.trim_end_matches('/'));
@@ -40,6 +58,10 @@ pub fn tables(control: &str, tok: Option<String>) -> anyhow::Result<String> {
         match resp.status().as_u16() {
             200 => Ok(resp.json::<Status>().await?),
             401 => anyhow::bail!("{url}: 401 unauthorized (check --token or MERIDIAN_TOKEN)"),
+            403 => {
+                let body = resp.bytes().await.unwrap_or_default();
+                anyhow::bail!("{}", forbidden(&url, "tables", &body))
+            }
             code => anyhow::bail!("{url}: {code} {}", resp.text().await.unwrap_or_default()),
         }
     })?;
@@ -163,6 +185,7 @@ pub fn push(control: &str, tok: Option<String>, file: &Path) -> Result<String, S
             401 => Err(format!(
                 "{url}: 401 unauthorized (check --token or MERIDIAN_TOKEN)\n"
             )),
+            403 => Err(format!("{}\n", forbidden(&url, "push", &body))),
             _ => {
                 let e: ErrorResponse = serde_json::from_slice(&body).unwrap_or(ErrorResponse {
                     error: String::from_utf8_lossy(&body).to_string(),
