@@ -96,6 +96,8 @@ pub fn start(gw: Arc<Gateway>) -> anyhow::Result<std::thread::JoinHandle<()>> {
     }
     let name = format!("table-sync-{}", sync.ctl.region);
     Ok(std::thread::Builder::new().name(name).spawn(move || {
+        // Tables are built on this thread: behind the proxy workers.
+        crate::sync::lower_thread_priority();
         rt.block_on(async move {
             if let Some(every) = sync.ctl.rtt_probe_interval {
                 let (shared, now) = (sync.shared.clone(), sync.report_now.clone());

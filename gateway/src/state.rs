@@ -98,6 +98,8 @@ impl Retired {
         std::thread::Builder::new()
             .name("snapshot-reaper".into())
             .spawn(move || {
+                // Freeing a large snapshot is background work too.
+                crate::sync::lower_thread_priority();
                 while let Some(r) = weak.upgrade() {
                     r.reap();
                     drop(r);

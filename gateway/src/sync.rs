@@ -20,6 +20,7 @@ pub fn watch_file_from(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let name = format!("table-watch-{}", gw.config.region);
     std::thread::Builder::new().name(name).spawn(move || {
+        lower_thread_priority();
         let mut last = last;
         // The file is only read again when its metadata changed: a large table (100,000
         // endpoints is several MB) is not re-read every poll just to find it unchanged.
@@ -35,6 +36,20 @@ pub fn watch_file_from(
             poll_once(&gw, &mut last);
         }
     })
+}
+
+/// Nice value of the threads that build tables.
+const BUILDER_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority to nice 10. Tables are built on such threads: a
+/// 100,000-endpoint table takes several hundred milliseconds of CPU, and on a busy host the
+/// proxy workers must not queue behind it (`benches/load/run.sh --swap`). Linux keeps a nice
+/// value per thread, so only the calling thread changes. A failure is logged and ignored.
+pub fn lower_thread_priority() {
+    let me = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(me), BUILDER_NICE) {
+        tracing::debug!("could not lower the table builder's priority: {e}");
+    }
 }
 
 /// What changes when a file is replaced or rewritten: device and inode (a rename over it), size,
@@ -97,4 +112,21 @@ pub fn wait_ready(gw: &Gateway, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     gw.ready()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_builder_thread_runs_at_nice_10_and_only_it() {
+        let mine = rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+        let other = std::thread::spawn(|| {
+            super::lower_thread_priority();
+            rustix::process::getpriority_process(Some(rustix::thread::gettid()))
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(other.expect("getpriority"), super::BUILDER_NICE);
+        let after = rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+        assert_eq!(mine.expect("getpriority"), after.expect("getpriority"));
+    }
 }
