@@ -46,9 +46,20 @@ fn forbidden(url: &str, cmd: &str, body: &[u8]) -> String {
     )
 }
 
+/// The control plane's base URL: `http://` is assumed when no scheme is given
+/// (`127.0.0.1:7100`), and a trailing `/` is dropped.
+fn base(control: &str) -> String {
+    let c = control.trim_end_matches('/');
+    if c.contains("://") {
+        c.to_string()
+    } else {
+        format!("http://{c}")
+    }
+}
+
 /// `meridian tables`: prints `/v1/status`. Returns the text to print.
 pub fn tables(control: &str, tok: Option<String>) -> anyhow::Result<String> {
-    let url = format!("{}/v1/status", control.trim_end_matches('/'));
+    let url = format!("{}/v1/status", base(control));
     let status: Status = runtime()?.block_on(async {
         let mut req = client()?.get(&url);
         if let Some(t) = token(tok) {
@@ -154,7 +165,7 @@ pub fn push(control: &str, tok: Option<String>, file: &Path) -> Result<String, S
         }
         return Err(out);
     }
-    let url = format!("{}/v1/intent", control.trim_end_matches('/'));
+    let url = format!("{}/v1/intent", base(control));
     let rt = runtime().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let mut req = client()
@@ -204,4 +215,14 @@ pub fn push(control: &str, tok: Option<String>, file: &Path) -> Result<String, S
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_control_url_without_a_scheme_means_http() {
+        assert_eq!(super::base("127.0.0.1:7100"), "http://127.0.0.1:7100");
+        assert_eq!(super::base("http://h:1/"), "http://h:1");
+        assert_eq!(super::base("https://h:1"), "https://h:1");
+    }
 }

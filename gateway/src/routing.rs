@@ -263,6 +263,8 @@ pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Cow<'a, s
     } else {
         raw.rsplit_once(':').map(|(h, _)| h).unwrap_or(raw)
     };
+    // A fully qualified name may end with a dot (`api.example.com.`): the same host.
+    let no_port = no_port.strip_suffix('.').unwrap_or(no_port);
     // Hosts are almost always lower case already: borrow then, allocate only to fold case.
     if no_port.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(no_port.to_ascii_lowercase())

@@ -82,6 +82,17 @@ fn host_is_taken_without_port_and_lowercased() {
     );
     h.insert("host", HeaderValue::from_static("[::1]:80"));
     assert_eq!(request_host(&h, &"/".parse().expect("uri")), "::1");
+    // A fully qualified name with its trailing dot is the same host.
+    h.insert("host", HeaderValue::from_static("api.example.com.:443"));
+    assert_eq!(
+        request_host(&h, &"/".parse().expect("uri")),
+        "api.example.com"
+    );
+    h.insert("host", HeaderValue::from_static("api.example.com."));
+    assert_eq!(
+        request_host(&h, &"/".parse().expect("uri")),
+        "api.example.com"
+    );
 }
 
 /// The precedence rule written as plainly as possible: every route whose host group applies, in
