@@ -426,3 +426,73 @@ async fn an_idle_keepalive_client_connection_is_closed_after_the_idle_timeout() 
         "closed after {waited:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_and_a_slow_head_still_gets_its_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = MockUpstream::start(UpstreamConfig::new("alpha"))
+        .await
+        .expect("upstream");
+    let gw = Gw::start(&api_table(&up), "client_idle_timeout_ms: 1000\n").await;
+
+    // A client that connects and never sends a byte is closed after the idle timeout too.
+    let mut silent = tokio::net::TcpStream::connect(gw.addr())
+        .await
+        .expect("connect");
+    let from = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("the gateway closed the silent connection within 10 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed with no data");
+    assert!(
+        from.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        from.elapsed()
+    );
+
+    // A request head that arrives in pieces, the first of them after a pause, is served whole,
+    // and the connection is then reused for a second request.
+    let mut s = tokio::net::TcpStream::connect(gw.addr())
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"GET /api/piece").await.expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(b"s HTTP/1.1\r\nHost: api.te")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(b"st\r\n\r\n").await.expect("write");
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(n > 0, "closed before the response head");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // Read the rest of the first body before the second request.
+    let (head, body) = text.split_once("\r\n\r\n").expect("head");
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .expect("content-length");
+    let mut have = body.len();
+    while have < len {
+        let n = s.read(&mut buf).await.expect("read body");
+        assert!(n > 0, "closed mid-body");
+        have += n;
+    }
+    let r = keepalive_get(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(up.requests(), 2);
+}

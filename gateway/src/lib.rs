@@ -12,6 +12,7 @@ pub mod control_sync;
 pub mod demo;
 pub mod errors;
 pub mod hedge;
+pub mod idle;
 pub mod latency;
 pub mod locality;
 pub mod metrics;

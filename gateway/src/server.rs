@@ -14,6 +14,7 @@ use pingora::services::listening::Service;
 use serde::Serialize;
 
 use crate::admin::Admin;
+use crate::idle::LeanIdle;
 use crate::proxy::Proxy;
 use crate::state::Gateway;
 
@@ -70,7 +71,9 @@ pub fn add_gateway(server: &mut Server, gw: &Arc<Gateway>) -> anyhow::Result<Bou
     };
     let conf = Arc::new(conf);
     let name = format!("meridian gateway {}", cfg.region);
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&conf, Proxy(gw.clone()), &name);
+    let idle = Duration::from_secs(cfg.client_idle_timeout_s);
+    let app = LeanIdle::new(pingora::proxy::http_proxy(&conf, Proxy(gw.clone())), idle);
+    let mut proxy = Service::new(name, app);
     proxy.threads = Some(cfg.workers);
     let mut listeners = Vec::new();
     for (i, l) in cfg.listeners.iter().enumerate() {
