@@ -97,7 +97,9 @@ Usage: benches/load/run.sh [options]
                         meridian-jemalloc, meridian-mimalloc (allocator by LD_PRELOAD,
                         from Debian's libjemalloc2 / libmimalloc2.0); and a bare Pingora
                         proxy with default settings (benches/bare-pingora): pingora, and
-                        pingora-nosteal (work_stealing off)
+                        pingora-nosteal (work_stealing off); pingora-h1: Pingora's
+                        server and listener with a minimal hand-written HTTP/1.1 proxy loop
+                        instead of pingora-proxy (the floor under any proxy loop)
   --latency-tool T      oha or hey (default: oha if found or installable, else hey)
   --meridian PATH       use this meridian binary instead of building one
   --meridian-b PATH     a second meridian binary, run as target meridian-b (A/B of two builds
@@ -160,7 +162,7 @@ for r in $RATES; do
     [[ $r =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: not a rate: $r" >&2; exit 2; }
 done
 for t in $ONLY; do
-    [[ $t =~ ^(nginx|haproxy|meridian|meridian-b|meridian-nolog|meridian-jemalloc|meridian-mimalloc|pingora|pingora-nosteal)$ ]] ||
+    [[ $t =~ ^(nginx|haproxy|meridian|meridian-b|meridian-nolog|meridian-jemalloc|meridian-mimalloc|pingora|pingora-nosteal|pingora-h1)$ ]] ||
         { echo "run.sh: unknown target $t" >&2; exit 2; }
 done
 
@@ -769,11 +771,12 @@ print(ls[0], b["admin"].rsplit(":", 1)[1], ls[1] if len(ls) > 1 else "")' "$d/po
 
 # A bare Pingora proxy (benches/bare-pingora): the reference for what Pingora itself costs.
 start_pingora_variant() { # name
-    local name=$1 d="$WORK/$1" pid port steal=1
+    local name=$1 d="$WORK/$1" pid port steal=1 mode=proxy
     [[ $name == pingora-nosteal ]] && steal=0
+    [[ $name == pingora-h1 ]] && mode=h1
     mkdir -p "$d"
     port=$(free_ports 1)
-    env BARE_WORK_STEALING="$steal" RUST_LOG="${RUST_LOG:-info}" "$PINGORA_BIN" "127.0.0.1:$port" \
+    env BARE_WORK_STEALING="$steal" BARE_MODE="$mode" RUST_LOG="${RUST_LOG:-info}" "$PINGORA_BIN" "127.0.0.1:$port" \
         "127.0.0.1:$O1" "127.0.0.1:$O2" "127.0.0.1:$O3" "127.0.0.1:$O4" >"$d/pingora.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")

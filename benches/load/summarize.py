@@ -31,6 +31,7 @@ ORDER = [
     "meridian-mimalloc",
     "pingora",
     "pingora-nosteal",
+    "pingora-h1",
 ]
 
 

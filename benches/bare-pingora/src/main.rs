@@ -1,7 +1,10 @@
 //! `bare-pingora LISTEN UPSTREAM...`: a Pingora reverse proxy that does nothing but forward each
 //! request to the next upstream in turn, with Pingora's defaults (1 worker thread, upstream
 //! keep-alive pool of 128, work-stealing runtime). `BARE_WORK_STEALING=0` switches to Pingora's
-//! per-thread runtimes, to measure that setting on its own.
+//! per-thread runtimes, to measure that setting on its own. `BARE_MODE=h1` replaces
+//! `pingora-proxy` with the minimal hand-written HTTP/1.1 loop of [`h1`].
+
+mod h1;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +27,11 @@ impl ProxyHttp for Bare {
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.upstreams.len();
-        Ok(Box::new(HttpPeer::new(self.upstreams[i], false, String::new())))
+        Ok(Box::new(HttpPeer::new(
+            self.upstreams[i],
+            false,
+            String::new(),
+        )))
     }
 }
 
@@ -52,9 +59,20 @@ fn main() {
         upstreams,
         next: AtomicUsize::new(0),
     };
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&conf, bare, "bare pingora");
-    proxy.threads = Some(1);
-    proxy.add_tcp(&listen);
-    server.add_service(proxy);
+    if std::env::var("BARE_MODE").is_ok_and(|m| m == "h1") {
+        use pingora::listeners::{L4BufferSettings, ListenerConfig};
+        let mut svc = pingora::services::listening::Service::new(
+            "bare h1".to_string(),
+            h1::H1::new(bare.upstreams),
+        );
+        svc.threads = Some(1);
+        svc.add_listener(ListenerConfig::tcp(listen).l4_buffer(L4BufferSettings::new(0, 0)));
+        server.add_service(svc);
+    } else {
+        let mut proxy = pingora::proxy::http_proxy_service_with_name(&conf, bare, "bare pingora");
+        proxy.threads = Some(1);
+        proxy.add_tcp(&listen);
+        server.add_service(proxy);
+    }
     server.run_forever();
 }
