@@ -212,3 +212,101 @@ fn validate_on_a_folder_with_nothing_to_check_fails() {
     assert!(!out.status.success(), "exit {:?}: {all}", out.status);
     assert!(all.contains("no .yaml"), "{all}");
 }
+
+/// An intent split across a folder, as the control plane reads one: regions in one file,
+/// services in another, and a file with nothing but routes.
+fn write_split_intent(dir: &std::path::Path, route_subset: &str) {
+    std::fs::write(
+        dir.join("a-regions.yaml"),
+        "regions:\n  - { name: eu-west, failover: [us-east] }\n  - { name: us-east }\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("b-services.yaml"),
+        "services:\n  - name: vitals\n    versions:\n      - name: v1\n        endpoints:\n\
+         \x20         eu-west: [\"127.0.0.1:801\"]\n          us-east: [\"127.0.0.1:802\"]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("c-routes.yaml"),
+        format!(
+            "routes:\n  - name: vitals\n    match: {{ path: {{ prefix: /vitals }} }}\n\
+             \x20   split: [{{ subset: {route_subset}, weight: 100 }}]\n"
+        ),
+    )
+    .expect("write");
+}
+
+#[test]
+fn validate_checks_a_folder_of_intent_files_as_one_merged_intent() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let intent = dir.path().join("intent");
+    std::fs::create_dir(&intent).expect("mkdir");
+    write_split_intent(&intent, "vitals@v1");
+
+    // Each file alone is not a valid document (the routes name a subset only the services file
+    // declares); merged, they are one valid intent.
+    let routes = intent.join("c-routes.yaml");
+    let out = run(&["validate".as_ref(), routes.as_os_str()]);
+    assert!(!out.status.success(), "alone: {}", text(&out));
+
+    let out = run(&["validate".as_ref(), intent.as_os_str()]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("(Intent, merged from a-regions.yaml, b-services.yaml, c-routes.yaml)"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("Table"),
+        "a part taken for a routing table: {all}"
+    );
+    assert!(!all.contains("invalid"), "{all}");
+
+    // The folder given as a parent's sub-folder is found and merged too, next to other files.
+    std::fs::write(dir.path().join("gateway.yaml"), config_yaml("")).expect("write");
+    let out = run(&["validate".as_ref(), dir.path().as_os_str()]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("(Gateway)") && all.contains("(Intent, merged"),
+        "{all}"
+    );
+
+    // A merged intent's error names the file it is in and the path inside that file.
+    write_split_intent(&intent, "nope@v1");
+    let out = run(&["validate".as_ref(), intent.as_os_str()]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    let want = format!(
+        "{}: routes[0].split[0].subset: unknown subset 'nope@v1'",
+        intent.join("c-routes.yaml").display()
+    );
+    assert!(all.contains(&want), "missing {want:?} in:\n{all}");
+
+    // A misspelt key in one part is reported as such, in its file, not as another kind of file.
+    write_split_intent(&intent, "vitals@v1");
+    std::fs::write(intent.join("d-more.yaml"), "servces: []\n").expect("write");
+    let out = run(&["validate".as_ref(), intent.as_os_str()]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("d-more.yaml") && all.contains("servces"),
+        "{all}"
+    );
+    assert!(!all.contains("panicked"), "{all}");
+
+    // The control plane reads the same folder the same way: valid once the bad part is gone.
+    std::fs::remove_file(intent.join("d-more.yaml")).expect("rm");
+    let (merged, raw) =
+        meridian_api::intent::read_intent(&intent).expect("the control plane's read");
+    assert_eq!(raw.len(), 3);
+    assert_eq!(
+        (
+            merged.regions.len(),
+            merged.services.len(),
+            merged.routes.len()
+        ),
+        (2, 1, 1)
+    );
+}

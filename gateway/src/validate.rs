@@ -1,8 +1,12 @@
 //! `meridian validate`: checks gateway configs, routing tables, demo specs, control-plane configs
 //! and intents, telling them apart by their top-level keys, and reports every error with its
 //! file and field path.
+//!
+//! A folder whose files are the parts of one intent (see [`is_intent_folder`]) is checked as the
+//! control plane reads it: merged, by [`meridian_api::intent::read_intent`], so a file holding
+//! only `routes:` is a part of the intent rather than a routing table missing its subsets.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use meridian_api::Errors;
 
@@ -68,6 +72,11 @@ const KEYS: [(Kind, &[&str]); 5] = [
 /// misleading error. Ties go to the kind listed first in [`KEYS`]; a file with none of them is
 /// taken as a routing table.
 pub fn kind_of(text: &str) -> Kind {
+    kind_and_keys(text).0
+}
+
+/// [`kind_of`], and how many of that kind's own keys the text has (0: none of any kind's).
+fn kind_and_keys(text: &str) -> (Kind, usize) {
     let v: serde_yaml::Value = serde_yaml::from_str(text).unwrap_or(serde_yaml::Value::Null);
     let has = |k: &str| v.get(k).is_some();
     let mut best = (Kind::Table, 0);
@@ -77,7 +86,28 @@ pub fn kind_of(text: &str) -> Kind {
             best = (kind, n);
         }
     }
-    best.0
+    best
+}
+
+/// True when `files` (a folder's files, as [`meridian_api::intent::intent_files`] lists them)
+/// are the parts of one intent, to be merged as the control plane merges them: at least two
+/// files, at least one of them an intent (it has `services`), and none with a key that only
+/// another kind of file has. A part may hold nothing but `routes` or `regions`, keys an intent
+/// shares with a routing table; a part with `version` or `subsets` is a routing table, and then
+/// the folder is not an intent and each file is checked alone. A file that cannot be read is
+/// left to the merged read, which reports it.
+pub fn is_intent_folder(files: &[std::path::PathBuf]) -> bool {
+    let kinds: Vec<(Kind, usize)> = files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .map(|t| kind_and_keys(&t))
+                .unwrap_or((Kind::Table, 0))
+        })
+        .collect();
+    kinds.len() >= 2
+        && kinds.iter().any(|(k, _)| *k == Kind::Intent)
+        && kinds.iter().all(|(k, n)| *k == Kind::Intent || *n == 0)
 }
 
 /// Validates one file; `Ok(kind)` when valid.
@@ -108,15 +138,25 @@ pub fn validate_file(path: &Path) -> Result<Kind, Errors> {
     Ok(kind)
 }
 
+/// One thing `meridian validate` checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Item {
+    /// A file on its own.
+    File(PathBuf),
+    /// A folder of intent files, merged (see [`is_intent_folder`]).
+    IntentFolder(PathBuf, Vec<PathBuf>),
+}
+
 /// Runs `meridian validate` over `paths` (folders are walked for `.yaml`, `.yml` and `.json`).
-/// Prints one line per file and every error; returns whether all were valid.
-pub fn run(paths: &[std::path::PathBuf]) -> bool {
-    let mut files = Vec::new();
+/// Prints one line per file, or per folder of intent files, and every error; returns whether all
+/// were valid.
+pub fn run(paths: &[PathBuf]) -> bool {
+    let mut items = Vec::new();
     let mut ok = true;
     for p in paths {
-        let before = files.len();
-        collect(p, &mut files);
-        if files.len() == before {
+        let before = items.len();
+        collect(p, &mut items);
+        if items.len() == before {
             // An empty folder, or one with no .yaml/.yml/.json: checking nothing is not a pass.
             println!(
                 "invalid {}: no .yaml, .yml or .json files in it",
@@ -125,14 +165,38 @@ pub fn run(paths: &[std::path::PathBuf]) -> bool {
             ok = false;
         }
     }
-    for f in files {
-        match validate_file(&f) {
-            Ok(kind) => println!("ok      {} ({kind:?})", f.display()),
-            Err(errs) => {
-                ok = false;
-                println!("invalid {}", f.display());
-                for e in &errs.0 {
-                    println!("  {}: {e}", f.display());
+    for item in items {
+        match item {
+            Item::File(f) => match validate_file(&f) {
+                Ok(kind) => println!("ok      {} ({kind:?})", f.display()),
+                Err(errs) => {
+                    ok = false;
+                    println!("invalid {}", f.display());
+                    for e in &errs.0 {
+                        println!("  {}: {e}", f.display());
+                    }
+                }
+            },
+            Item::IntentFolder(dir, files) => {
+                let names: Vec<String> = files
+                    .iter()
+                    .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().to_string()))
+                    .collect();
+                let what = format!("(Intent, merged from {})", names.join(", "));
+                match meridian_api::intent::read_intent(&dir) {
+                    Ok(_) => println!("ok      {} {what}", dir.display()),
+                    Err(errs) => {
+                        ok = false;
+                        println!("invalid {} {what}", dir.display());
+                        // Each error's path starts with the file it is in (`b.yaml: routes[0]`).
+                        for e in &errs.0 {
+                            if e.path.is_empty() || e.path.starts_with('(') {
+                                println!("  {}: {e}", dir.display());
+                            } else {
+                                println!("  {}/{e}", dir.display());
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -140,22 +204,27 @@ pub fn run(paths: &[std::path::PathBuf]) -> bool {
     ok
 }
 
-fn collect(p: &Path, out: &mut Vec<std::path::PathBuf>) {
-    if p.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(p)
-            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        entries.sort();
-        for e in entries {
-            let yaml = e
-                .extension()
-                .is_some_and(|x| x == "yaml" || x == "yml" || x == "json");
-            if e.is_dir() || yaml {
-                collect(&e, out);
-            }
-        }
+/// What `p` stands for: a file, or a folder's files (or the folder, when it is an intent) and
+/// then its sub-folders, each in name order.
+fn collect(p: &Path, out: &mut Vec<Item>) {
+    if !p.is_dir() {
+        out.push(Item::File(p.to_path_buf()));
+        return;
+    }
+    // The same listing as the control plane's for an intent folder.
+    let files = meridian_api::intent::intent_files(p).unwrap_or_default();
+    if is_intent_folder(&files) {
+        out.push(Item::IntentFolder(p.to_path_buf(), files));
     } else {
-        out.push(p.to_path_buf());
+        out.extend(files.into_iter().map(Item::File));
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(p)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    dirs.retain(|d| d.is_dir());
+    dirs.sort();
+    for d in dirs {
+        collect(&d, out);
     }
 }
 
