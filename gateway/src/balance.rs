@@ -36,6 +36,8 @@ pub struct EndpointStats {
     gauge: IntGauge,
     /// Passive health of this endpoint.
     pub outlier: crate::outlier::OutlierState,
+    /// Idle keep-alive connections to it (the HTTP/1 engine's pool).
+    pub pool: crate::h1::upstream::Pool,
 }
 
 impl EndpointStats {
@@ -47,6 +49,7 @@ impl EndpointStats {
             stamp: AtomicU64::new(now_ns()),
             gauge,
             outlier: Default::default(),
+            pool: Default::default(),
         }
     }
 

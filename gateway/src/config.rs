@@ -51,7 +51,8 @@ pub struct GatewayFile {
     /// Worker threads for the proxy. Default: 1.
     #[serde(default = "one")]
     pub workers: usize,
-    /// Idle upstream connections kept per gateway. Default: 128.
+    /// Idle upstream connections kept per endpoint (with `http1_engine: pingora`, per gateway,
+    /// as Pingora pools them). Default: 128.
     #[serde(default = "pool")]
     pub upstream_keepalive_pool: usize,
     /// How long an idle pooled upstream connection is kept. Default: 60000 ms.
@@ -63,12 +64,36 @@ pub struct GatewayFile {
     /// clients pile up. Between 1000 and 3600000. Default: 60000 ms.
     #[serde(default = "idle")]
     pub client_idle_timeout_ms: u64,
+    /// How long a client may take to send a whole request head, from its first byte (bounds
+    /// slow-header clients). Between 100 and 600000. Default: 10000 ms.
+    #[serde(default = "header_timeout")]
+    pub client_header_timeout_ms: u64,
+    /// How long a client may pause while sending a request body (each read), and how long it may
+    /// leave a response unread (each write). Between 100 and 3600000. Default: 30000 ms.
+    #[serde(default = "body_timeout")]
+    pub client_body_timeout_ms: u64,
+    /// Which engine serves HTTP/1.x clients: `meridian`, the gateway's own HTTP/1 loop on
+    /// Pingora's listeners, or `pingora`, Pingora's proxy (HTTP/2 clients always take Pingora's).
+    /// Default: `meridian`.
+    #[serde(default)]
+    pub http1_engine: Http1Engine,
     /// JSON access log. Default: off.
     #[serde(default)]
     pub access_log: Option<AccessLogFile>,
     /// Add `x-meridian-route`, `-subset`, `-region` and `-upstream` to responses. Default: false.
     #[serde(default)]
     pub debug_headers: bool,
+}
+
+/// The engine for HTTP/1.x client connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Http1Engine {
+    /// The gateway's own HTTP/1 loop (the default).
+    #[default]
+    Meridian,
+    /// Pingora's `pingora-proxy`.
+    Pingora,
 }
 
 /// One client-facing listener.
@@ -269,6 +294,12 @@ fn pool() -> usize {
 fn idle() -> u64 {
     60_000
 }
+fn header_timeout() -> u64 {
+    10_000
+}
+fn body_timeout() -> u64 {
+    30_000
+}
 fn yes() -> bool {
     true
 }
@@ -310,6 +341,16 @@ pub struct GatewayConfig {
     pub upstream_idle_timeout: Duration,
     /// Client keep-alive idle timeout, in whole seconds (at least 1).
     pub client_idle_timeout_s: u64,
+    /// Client keep-alive idle timeout.
+    pub client_idle_timeout: Duration,
+    /// Whole request head, from its first byte.
+    pub client_header_timeout: Duration,
+    /// Each read of a request body.
+    pub client_body_timeout: Duration,
+    /// Each write of a response to the client.
+    pub client_write_timeout: Duration,
+    /// The HTTP/1.x engine.
+    pub http1_engine: Http1Engine,
     /// Access log target and header allowlist (lower case).
     pub access_log: Option<(PathBuf, Vec<String>)>,
     /// Debug response headers.
@@ -414,6 +455,12 @@ impl TryFrom<(GatewayFile, &Path)> for GatewayConfig {
                 .collect();
             (path, allow)
         });
+        if !(100..=600_000).contains(&f.client_header_timeout_ms) {
+            errs.push("client_header_timeout_ms", "must be between 100 and 600000");
+        }
+        if !(100..=3_600_000).contains(&f.client_body_timeout_ms) {
+            errs.push("client_body_timeout_ms", "must be between 100 and 3600000");
+        }
         if !(1_000..=3_600_000).contains(&f.client_idle_timeout_ms) {
             errs.push("client_idle_timeout_ms", "must be between 1000 and 3600000");
         }
@@ -437,6 +484,11 @@ impl TryFrom<(GatewayFile, &Path)> for GatewayConfig {
             upstream_keepalive_pool: f.upstream_keepalive_pool,
             upstream_idle_timeout: Duration::from_millis(f.upstream_idle_timeout_ms),
             client_idle_timeout_s: f.client_idle_timeout_ms.div_ceil(1000).max(1),
+            client_idle_timeout: Duration::from_millis(f.client_idle_timeout_ms),
+            client_header_timeout: Duration::from_millis(f.client_header_timeout_ms),
+            client_body_timeout: Duration::from_millis(f.client_body_timeout_ms),
+            client_write_timeout: Duration::from_millis(f.client_body_timeout_ms),
+            http1_engine: f.http1_engine,
             access_log,
             debug_headers: f.debug_headers,
         })

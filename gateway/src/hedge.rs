@@ -25,7 +25,8 @@ use tokio::task::JoinSet;
 use crate::balance::{now_ns, InflightGuard};
 use crate::errors::{self, CIRCUIT_ENDPOINT, TOTAL_TIMEOUT};
 use crate::metrics::RetryReason;
-use crate::proxy::{decorate_response, forward_headers, peer_for, Ctx};
+use crate::proxy::{decorate_response, forward_headers, peer_for};
+use crate::request::Ctx;
 use crate::retry;
 use crate::snapshot::{EndpointRt, PickOpts, Picked, RouteRt};
 use crate::state::Gateway;
@@ -134,7 +135,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result
                         let code = s.response_header().map_or(502, |h| h.status.as_u16());
                         r.state.latency.record(leg.started.elapsed(), now);
                         leg.ep.stats.observe(leg.started.elapsed(), now);
-                        record_outcome(ctx, &leg, code < 500, now);
+                        record_outcome(ctx, &leg.ep, code < 500, now);
                         if !r.retry.retry_on_status.contains(&code) {
                             break (leg, s);
                         }
@@ -148,7 +149,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result
                     }
                     Err(mut e) => {
                         leg.ep.stats.observe(leg.started.elapsed(), now);
-                        record_outcome(ctx, &leg, false, now);
+                        record_outcome(ctx, &leg.ep, false, now);
                         e.as_up();
                         let reason = retry::classify(&e);
                         if legs.is_empty() && held.is_none() {
@@ -252,17 +253,16 @@ fn prepare_leg(
 }
 
 /// Passive health for a finished leg.
-fn record_outcome(ctx: &mut Ctx, leg: &Leg, ok: bool, now: u64) {
+pub(crate) fn record_outcome(ctx: &mut Ctx, ep: &EndpointRt, ok: bool, now: u64) {
     let Some(subset) = ctx.subset_rt().cloned() else {
         return;
     };
     if ok {
-        leg.ep.stats.outlier.success(&subset.outlier, now);
+        ep.stats.outlier.success(&subset.outlier, now);
         return;
     }
     use crate::outlier::Verdict;
-    match leg
-        .ep
+    match ep
         .stats
         .outlier
         .failure(&subset.outlier, now, || subset.ejection_counts(now))
@@ -274,7 +274,7 @@ fn record_outcome(ctx: &mut Ctx, leg: &Leg, ok: bool, now: u64) {
 }
 
 /// The hedge's endpoint: untried, preferably in a zone the request has not used.
-fn pick_hedge(ctx: &mut Ctx, r: &RouteRt) -> Option<(usize, EndpointRt)> {
+pub(crate) fn pick_hedge(ctx: &mut Ctx, r: &RouteRt) -> Option<(usize, EndpointRt)> {
     let subset = r.subsets[ctx.subset].subset.clone();
     let used_zones: Vec<std::sync::Arc<str>> = subset
         .tiers

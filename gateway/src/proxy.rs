@@ -6,8 +6,6 @@
 //! already picked (never one this request tried) after a jittered backoff. Pingora replays the
 //! buffered request body (up to 64 KiB) on each retry.
 
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,232 +17,22 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
-use smallvec::SmallVec;
 
 use crate::accesslog::{unix_ms, Record};
-use crate::balance::{now_ns, InflightGuard};
-use crate::errors::{self, status_for, CIRCUIT_ENDPOINT, CIRCUIT_SUBSET, NO_ENDPOINT, RESIDENCY};
-use crate::metrics::{RequestHandles, RetryReason};
-use crate::outlier::Verdict;
+use crate::balance::now_ns;
+use crate::errors::{self, status_for, CIRCUIT_ENDPOINT, NO_ENDPOINT};
+use crate::metrics::RetryReason;
+pub use crate::request::Ctx;
+use crate::request::{choose_subset, forwarded_for, number_value};
 use crate::retry;
 use crate::routing::request_host;
-use crate::snapshot::{EndpointRt, PickOpts, Picked, RouteRt, Snapshot, StickyKey, SubsetRt};
+use crate::snapshot::{EndpointRt, RouteRt};
 use crate::state::Gateway;
 use crate::trace;
 
 /// The proxy of one gateway.
 #[derive(Debug, Clone)]
 pub struct Proxy(pub Arc<Gateway>);
-
-/// Releases one in-flight slot of a subset on drop.
-#[derive(Debug)]
-pub struct SubsetGuard(Arc<SubsetRt>);
-
-impl Drop for SubsetGuard {
-    fn drop(&mut self) {
-        self.0.state.inflight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Per-request state.
-#[derive(Debug)]
-pub struct Ctx {
-    pub(crate) start: Instant,
-    pub(crate) rng: fastrand::Rng,
-    pub(crate) snap: Option<Arc<Snapshot>>,
-    pub(crate) route: Option<usize>,
-    pub(crate) subset: usize,
-    pub(crate) region: usize,
-    pub(crate) upstream: Option<SocketAddr>,
-    pub(crate) guard: Option<InflightGuard>,
-    pub(crate) subset_guard: Option<SubsetGuard>,
-    pub(crate) upstream_start: Option<Instant>,
-    /// Upstream response headers of the current attempt arrived.
-    pub(crate) got_headers: bool,
-    /// Response headers went to the client: nothing may be retried any more.
-    pub(crate) sent_downstream: bool,
-    pub(crate) request_id: HeaderValue,
-    pub(crate) traceparent: HeaderValue,
-    pub(crate) deadline: Option<Instant>,
-    pub(crate) idempotent: bool,
-    /// The request came from another gateway (it carried `x-meridian-attempt`).
-    pub(crate) hop_limited: bool,
-    /// Attempts started.
-    pub(crate) attempts: u32,
-    /// Endpoints this request tried (inline up to 4: no allocation on the common path).
-    pub(crate) tried: SmallVec<[SocketAddr; 4]>,
-    /// The endpoint a granted retry will use, and why the retry happens.
-    pub(crate) next: Option<(usize, EndpointRt, RetryReason)>,
-    pub(crate) stale_retried: bool,
-    pub(crate) fail_open: bool,
-    /// Failed attempts per region index (regions past 8 share the last slot).
-    pub(crate) region_failures: [u8; 8],
-    /// The failure of a hedged request, for logging.
-    pub(crate) hedge_error: Option<Box<Error>>,
-}
-
-impl Ctx {
-    /// Regions to avoid on a retry: those where this request failed twice or more.
-    pub(crate) fn avoid(&self) -> u64 {
-        self.region_failures
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| **n >= 2)
-            .fold(0, |m, (i, _)| m | (1 << i))
-    }
-
-    pub(crate) fn route_rt(&self) -> Option<&RouteRt> {
-        Some(&self.snap.as_ref()?.routes[self.route?])
-    }
-
-    pub(crate) fn subset_rt(&self) -> Option<&Arc<SubsetRt>> {
-        Some(&self.route_rt()?.subsets[self.subset].subset)
-    }
-
-    fn handles(&self) -> Option<&Arc<RequestHandles>> {
-        let snap = self.snap.as_ref()?;
-        match self.route {
-            Some(r) => snap.routes[r].subsets[self.subset].handles.get(self.region),
-            None => Some(&snap.unrouted),
-        }
-    }
-
-    fn names(&self) -> (Arc<str>, Arc<str>) {
-        match (self.route_rt(), self.subset_rt()) {
-            (Some(r), Some(s)) => (r.name.clone(), s.name.clone()),
-            _ => (Arc::from(""), Arc::from("")),
-        }
-    }
-
-    /// Closes the current attempt for the balancer and passive health.
-    pub(crate) fn end_attempt(&mut self, ok: bool) {
-        let now = now_ns();
-        let (Some(g), Some(t)) = (&self.guard, self.upstream_start.take()) else {
-            return;
-        };
-        let stats = g.stats().clone();
-        stats.observe(t.elapsed(), now);
-        let Some(subset) = self.subset_rt().cloned() else {
-            return;
-        };
-        if ok {
-            stats.outlier.success(&subset.outlier, now);
-            return;
-        }
-        let slot = &mut self.region_failures[self.region.min(7)];
-        *slot = slot.saturating_add(1);
-        let verdict = stats
-            .outlier
-            .failure(&subset.outlier, now, || subset.ejection_counts(now));
-        let c = &subset.state.counters;
-        match verdict {
-            Verdict::Ejected(d) => {
-                c.ejections.inc();
-                tracing::warn!(subset = %subset.name, endpoint = ?self.upstream, ejected_for = ?d, "outlier ejected");
-            }
-            Verdict::CapReached => c.ejections_skipped.inc(),
-            Verdict::None => {}
-        }
-    }
-
-    /// Decides whether to retry after `reason`; on yes, picks the next endpoint and spends a
-    /// budget token (except for a stale connection).
-    pub(crate) fn grant_retry(&mut self, reason: RetryReason, truncated: bool) -> bool {
-        let (Some(snap), Some(ri)) = (self.snap.clone(), self.route) else {
-            return false;
-        };
-        let route = &snap.routes[ri];
-        let policy = &route.retry;
-        let free = reason == RetryReason::StaleConnection;
-        let reached_upstream = reason != RetryReason::ConnectFailure && !free;
-        if self.sent_downstream
-            || truncated
-            || !retry::allows(policy, reason)
-            || (reached_upstream && (!self.idempotent || self.hop_limited))
-            || (!free && self.attempts >= policy.attempts.max(1) as u32)
-            || self.deadline.is_some_and(|d| Instant::now() >= d)
-        {
-            return false;
-        }
-        let state = route.state.clone();
-        let opts = PickOpts {
-            allowed: &route.allowed,
-            restricted: route.restricted,
-            tried: &self.tried,
-            avoid: self.avoid(),
-            now: now_ns(),
-        };
-        let subset = route.subsets[self.subset].subset.clone();
-        let picked = match subset.pick(&mut self.rng, &opts) {
-            Picked::Endpoint { tier, ep, .. } => (tier, ep.clone()),
-            // A stale connection may go back to the same endpoint on a fresh connection.
-            _ if free => match self.tried.last().and_then(|a| find(&subset, *a)) {
-                Some(found) => found,
-                None => return false,
-            },
-            _ => return false,
-        };
-        if !free && !state.budget.try_spend(opts.now) {
-            state.counters.budget_exhausted.inc();
-            return false;
-        }
-        state.counters.retry(reason);
-        self.stale_retried |= free;
-        self.next = Some((picked.0, picked.1, reason));
-        true
-    }
-}
-
-impl Ctx {
-    /// The first attempt's endpoint, or the refusal to send back.
-    pub(crate) fn first_pick(
-        &mut self,
-        r: &RouteRt,
-        subset: &SubsetRt,
-    ) -> Result<(usize, EndpointRt)> {
-        let opts = PickOpts {
-            allowed: &r.allowed,
-            restricted: r.restricted,
-            tried: &self.tried,
-            avoid: 0,
-            now: now_ns(),
-        };
-        match subset.pick(&mut self.rng, &opts) {
-            Picked::Endpoint {
-                tier,
-                ep,
-                fail_open,
-            } => {
-                if fail_open {
-                    self.fail_open = true;
-                    subset.state.counters.fail_open.inc();
-                }
-                Ok((tier, ep.clone()))
-            }
-            Picked::Residency => {
-                r.state.counters.residency_refusals.inc();
-                Err(Error::explain(RESIDENCY, format!("route {}", r.name)))
-            }
-            Picked::Nothing => Err(Error::explain(
-                NO_ENDPOINT,
-                format!("subset {}", subset.name),
-            )),
-        }
-    }
-
-    /// Takes the request's in-flight slot in the subset, once; refuses over the limit.
-    pub(crate) fn admit(&mut self, subset: &Arc<SubsetRt>) -> Result<()> {
-        if self.subset_guard.is_none() {
-            if subset.state.inflight.load(Ordering::Relaxed) >= subset.limits.max_inflight {
-                subset.state.counters.circuit_subset.inc();
-                return Err(Error::new(CIRCUIT_SUBSET));
-            }
-            subset.state.inflight.fetch_add(1, Ordering::Relaxed);
-            self.subset_guard = Some(SubsetGuard(subset.clone()));
-        }
-        Ok(())
-    }
-}
 
 /// The upstream peer for one attempt, with the route's timeouts cut to the time left.
 pub(crate) fn peer_for(
@@ -274,37 +62,6 @@ pub(crate) fn peer_for(
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// Digits for `x-meridian-attempt`, so the usual attempt numbers need no formatting.
-const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-
-/// A small number as a header value: static when it is a single digit.
-fn number_value(n: u32) -> HeaderValue {
-    match DIGITS.get(n as usize) {
-        Some(d) => HeaderValue::from_static(d),
-        None => HeaderValue::from(n),
-    }
-}
-
-/// `X-Forwarded-For`: the previous value, if any, then the client's address. The address is
-/// formatted into a stack buffer, so the only allocation is the header value itself.
-fn forwarded_for(prev: Option<&HeaderValue>, ip: std::net::IpAddr) -> Option<HeaderValue> {
-    use std::io::Write;
-    let mut buf = [0u8; 64];
-    let mut w = &mut buf[..];
-    write!(w, "{ip}").ok()?;
-    let ip_len = 64 - w.len();
-    match prev.map(|p| p.as_bytes()).filter(|p| !p.is_empty()) {
-        None => HeaderValue::from_bytes(&buf[..ip_len]).ok(),
-        Some(p) => {
-            let mut v = Vec::with_capacity(p.len() + 2 + ip_len);
-            v.extend_from_slice(p);
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(&buf[..ip_len]);
-            HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
-        }
-    }
-}
-
 /// Adds the forwarding headers to an upstream request. Values are static, cloned (a reference
 /// count) or built once; each `insert_header` still costs Pingora a header-name parse.
 pub(crate) fn forward_headers(session: &Session, up: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
@@ -369,14 +126,6 @@ pub(crate) fn decorate_response(
     Ok(())
 }
 
-fn find(subset: &SubsetRt, addr: SocketAddr) -> Option<(usize, EndpointRt)> {
-    subset
-        .tiers
-        .iter()
-        .enumerate()
-        .find_map(|(t, eps)| eps.iter().find(|e| e.addr == addr).map(|e| (t, e.clone())))
-}
-
 /// Writes a generated error response: a small JSON body, or a trailers-only gRPC answer.
 pub(crate) async fn respond(
     session: &mut Session,
@@ -414,34 +163,6 @@ pub(crate) async fn respond(
         .await
 }
 
-/// Picks the subset: pinning header, then sticky key, then weights.
-fn choose_subset(snap: &Snapshot, route: usize, req: &RequestHeader) -> usize {
-    let r = &snap.routes[route];
-    if let Some((name, map)) = &r.pin {
-        if let Some(i) = req
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| map.get(v))
-        {
-            return *i;
-        }
-    }
-    let key = match &r.sticky {
-        Some(StickyKey::Header(h)) => req.headers.get(h).map(|v| v.as_bytes()),
-        Some(StickyKey::Cookie(c)) => req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .find_map(|v| crate::split::cookie_value(v.as_bytes(), c)),
-        None => None,
-    };
-    match key {
-        Some(k) if !k.is_empty() => r.splitter.for_key(k),
-        _ => r.splitter.next(),
-    }
-}
-
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
@@ -451,37 +172,15 @@ impl ProxyHttp for Proxy {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> Ctx {
-        Ctx {
-            start: Instant::now(),
-            rng: fastrand::Rng::new(),
-            snap: None,
-            route: None,
-            subset: 0,
-            region: 0,
-            upstream: None,
-            guard: None,
-            subset_guard: None,
-            upstream_start: None,
-            got_headers: false,
-            sent_downstream: false,
-            request_id: HeaderValue::from_static(""),
-            traceparent: HeaderValue::from_static(""),
-            deadline: None,
-            idempotent: false,
-            hop_limited: false,
-            attempts: 0,
-            tried: SmallVec::new(),
-            next: None,
-            stale_retried: false,
-            fail_open: false,
-            region_failures: [0; 8],
-            hedge_error: None,
-        }
+        Ctx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header();
-        ctx.request_id = trace::request_id(req.headers.get(&X_REQUEST_ID), &mut ctx.rng);
+        ctx.request_id = trace::request_id(
+            req.headers.get(&X_REQUEST_ID).map(|v| v.as_bytes()),
+            &mut ctx.rng,
+        );
         ctx.traceparent = trace::traceparent(
             req.headers.get("traceparent").map(|v| v.as_bytes()),
             &mut ctx.rng,
@@ -493,7 +192,7 @@ impl ProxyHttp for Proxy {
             session.set_keepalive(Some(self.0.config.client_idle_timeout_s));
         }
         let req = session.req_header();
-        ctx.idempotent = retry::idempotent(req);
+        ctx.idempotent = retry::idempotent(&req.method, &req.headers);
         ctx.hop_limited = req.headers.contains_key(retry::ATTEMPT_HEADER);
         let Some(snap) = self.0.snapshot.load_full() else {
             respond(session, 503, &ctx.request_id, Some("no-table")).await?;
@@ -509,7 +208,7 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         };
         ctx.route = Some(route);
-        ctx.subset = choose_subset(&snap, route, session.req_header());
+        ctx.subset = choose_subset(&snap, route, &session.req_header().headers);
         let r = &snap.routes[route];
         ctx.deadline = Some(ctx.start + r.timeouts.total);
         r.state.budget.record_request(now_ns());

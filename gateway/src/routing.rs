@@ -10,6 +10,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use http::{HeaderMap, HeaderName, Method};
+
+use crate::headers::Headers;
 use meridian_api::{Route, RouteMatch};
 use regex::Regex;
 
@@ -151,12 +153,12 @@ impl Router {
     }
 
     /// The route index for a request, if any route takes it. `host` is lower case, without port.
-    pub fn find(
+    pub fn find<H: Headers>(
         &self,
         host: &str,
         path: &str,
         method: &Method,
-        headers: &HeaderMap,
+        headers: &H,
     ) -> Option<usize> {
         let pass = |i: usize| {
             let rule = &self.rules[i];
@@ -229,7 +231,7 @@ fn compile(route: usize, m: &RouteMatch) -> Rule {
     }
 }
 
-fn matches(rule: &Rule, path: &str, method: &Method, headers: &HeaderMap) -> bool {
+fn matches<H: Headers>(rule: &Rule, path: &str, method: &Method, headers: &H) -> bool {
     let path_ok = match &rule.path {
         PathRule::Any => true,
         PathRule::Exact(e) => path == e,
@@ -240,10 +242,10 @@ fn matches(rule: &Rule, path: &str, method: &Method, headers: &HeaderMap) -> boo
         return false;
     }
     rule.headers.iter().all(|h| {
-        let Some(v) = headers.get(&h.name) else {
+        let Some(v) = headers.first(h.name.as_str()) else {
             return false;
         };
-        let Ok(v) = v.to_str() else {
+        let Ok(v) = std::str::from_utf8(v) else {
             return false;
         };
         h.exact.as_deref().is_none_or(|e| e == v)
@@ -258,19 +260,7 @@ pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Cow<'a, s
         .and_then(|h| h.to_str().ok())
         .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
-    let no_port = if raw.starts_with('[') {
-        raw.split_once(']').map(|(h, _)| &h[1..]).unwrap_or(raw)
-    } else {
-        raw.rsplit_once(':').map(|(h, _)| h).unwrap_or(raw)
-    };
-    // A fully qualified name may end with a dot (`api.example.com.`): the same host.
-    let no_port = no_port.strip_suffix('.').unwrap_or(no_port);
-    // Hosts are almost always lower case already: borrow then, allocate only to fold case.
-    if no_port.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(no_port.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(no_port)
-    }
+    crate::headers::host_of(raw)
 }
 
 #[cfg(test)]

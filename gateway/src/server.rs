@@ -14,6 +14,8 @@ use pingora::services::listening::Service;
 use serde::Serialize;
 
 use crate::admin::Admin;
+use crate::config::Http1Engine;
+use crate::h1::Engine;
 use crate::idle::LeanIdle;
 use crate::proxy::Proxy;
 use crate::state::Gateway;
@@ -72,7 +74,14 @@ pub fn add_gateway(server: &mut Server, gw: &Arc<Gateway>) -> anyhow::Result<Bou
     let conf = Arc::new(conf);
     let name = format!("meridian gateway {}", cfg.region);
     let idle = Duration::from_secs(cfg.client_idle_timeout_s);
-    let app = LeanIdle::new(pingora::proxy::http_proxy(&conf, Proxy(gw.clone())), idle);
+    let lean = LeanIdle::new(pingora::proxy::http_proxy(&conf, Proxy(gw.clone())), idle);
+    let app = Engine::new(gw.clone(), lean);
+    // Meridian's engine writes each response in as few writes as it can on its own; a write
+    // buffer under it would only copy. Pingora's proxy relies on it.
+    let write_buffer = match cfg.http1_engine {
+        Http1Engine::Meridian => 0,
+        Http1Engine::Pingora => DEFAULT_L4_WRITE_BUFFER_SIZE,
+    };
     let mut proxy = Service::new(name, app);
     proxy.threads = Some(cfg.workers);
     let mut listeners = Vec::new();
@@ -88,7 +97,7 @@ pub fn add_gateway(server: &mut Server, gw: &Arc<Gateway>) -> anyhow::Result<Bou
             // saves syscalls there.
             None => proxy.add_listener(
                 ListenerConfig::tcp(addr.to_string())
-                    .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
+                    .l4_buffer(L4BufferSettings::new(0, write_buffer)),
             ),
             Some(tls) => {
                 let settings = crate::tls::settings(tls)
