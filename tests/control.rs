@@ -322,6 +322,27 @@ async fn world(eu_limits: &str) -> World {
     }
 }
 
+/// Waits until `sick`'s request count has stood still for 300 ms while `busy` (an endpoint still
+/// in use) served at least 20 requests, so the load was running all the while; returns the
+/// count. Fails when that takes longer than [`DEADLINE`].
+async fn settle(sick: &MockUpstream, busy: &MockUpstream) -> u64 {
+    let end = Instant::now() + DEADLINE;
+    let mut since = (Instant::now(), sick.requests(), busy.requests());
+    loop {
+        tokio::time::sleep(POLL).await;
+        let (n, b) = (sick.requests(), busy.requests());
+        if n != since.1 {
+            since = (Instant::now(), n, b);
+        } else if since.0.elapsed() >= Duration::from_millis(300) && b >= since.2 + 20 {
+            return n;
+        }
+        assert!(
+            Instant::now() < end,
+            "the unhealthy endpoint kept getting requests ({n})"
+        );
+    }
+}
+
 /// Runs load through both gateways until `stop`; returns (sent, errors, first errors).
 fn load(w: &World, stop: &Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, u64, Vec<String>)> {
     let specs: Vec<LoadSpec> = [&w.eu, &w.us]
@@ -364,16 +385,34 @@ async fn a_health_flip_reaches_both_gateways_and_no_request_fails() {
     // 2 failed checks 100 ms (±10 %) apart, then the push: well under a second.
     assert!(took < Duration::from_secs(3), "took {took:?}");
 
-    w.ups[0].reset_counters();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both gateways now route on the new table. Requests that loaded the old one before the
+    // swap may still be on their way to the sick endpoint: at most one per load worker (4 per
+    // gateway, each waiting for its answer before it sends the next request). Wait for them to
+    // land (its count stops growing while the load goes on elsewhere), then make sure nothing
+    // more ever reaches it.
+    let in_flight = 2 * 4;
+    let at_swap = w.ups[0].requests();
+    let settled = settle(&w.ups[0], &w.ups[1]).await;
+    assert!(
+        settled - at_swap <= in_flight,
+        "{} requests reached the unhealthy endpoint after both gateways had the new table; at \
+         most {in_flight} were in flight",
+        settled - at_swap
+    );
+    // Then a good stretch of load more (every request served by the others).
+    let (healthy_before, end) = (w.ups[1].requests(), Instant::now() + DEADLINE);
+    while w.ups[1].requests() < healthy_before + 200 {
+        assert!(Instant::now() < end, "the load stalled");
+        tokio::time::sleep(POLL).await;
+    }
     stop.store(true, Ordering::SeqCst);
     let (sent, errors, first) = running.await.expect("load");
     assert!(sent > 100, "only {sent} requests sent");
     assert_eq!(errors, 0, "{errors} of {sent} failed: {first:?}");
     assert_eq!(
         w.ups[0].requests(),
-        0,
-        "the unhealthy endpoint still got traffic"
+        settled,
+        "the unhealthy endpoint still got traffic after the requests in flight had drained"
     );
 
     let after = w
