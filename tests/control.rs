@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{client, meridian_bin, run_load, write_atomic, LoadSpec, START_DEADLINE};
-use meridian_api::wire::Status;
+use meridian_api::wire::{Status, TableResponse};
 use meridian_testkit::MockUpstream;
 
 const GW_TOKEN: &str = "gw-token-0123";
@@ -616,6 +616,131 @@ async fn a_table_over_the_gateways_limits_is_nacked_and_the_old_one_serves() {
         .audit()
         .iter()
         .any(|e| e["kind"] == "push" && e["identity"] == "alice"));
+}
+
+/// `GET /v1/tables/{region}?since=0` with the operator token.
+async fn table_of(control: &Control, region: &str) -> TableResponse {
+    let r = client()
+        .get(format!("{}/v1/tables/{region}?since=0", control.url()))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .expect("tables");
+    assert_eq!(r.status(), 200);
+    r.json().await.expect("table json")
+}
+
+/// The addresses of every endpoint of a table.
+fn addresses(t: &TableResponse) -> Vec<String> {
+    t.table
+        .subsets
+        .iter()
+        .flat_map(|s| s.endpoints.iter().map(|e| e.address.clone()))
+        .collect()
+}
+
+/// Runs `meridian push` with the operator token; panics unless it succeeds.
+fn push(control: &Control, file: &Path) -> String {
+    let out = Command::new(meridian_bin())
+        .args(["push", "--control", &control.url(), "--token", ALICE_TOKEN])
+        .arg(file)
+        .output()
+        .expect("meridian push");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The intent, with health checks slow enough that a busy machine does not fail one: for tests
+/// where the tables must not change by themselves.
+fn calm_intent(eu: &[&MockUpstream], us: &[&MockUpstream]) -> String {
+    intent(eu, us).replace(
+        "interval_ms: 100, timeout_ms: 80",
+        "interval_ms: 500, timeout_ms: 400",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_intent_survives_a_control_plane_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ups = common::upstreams("keep", 3).await;
+    let watched = calm_intent(&[&ups[0]], &[&ups[1]]);
+    std::fs::write(dir.path().join("intent.yaml"), &watched).expect("intent");
+    let mut control = Control::start(dir.path(), "127.0.0.1:0").await;
+    control
+        .wait_status("the first tables", |s| s.regions.len() == 2)
+        .await;
+    let extra = ups[2].addr().to_string();
+    assert!(!addresses(&table_of(&control, "eu-west").await).contains(&extra));
+
+    // Push an intent with one more eu-west endpoint through `meridian push`.
+    let file = dir.path().join("pushed.yaml");
+    std::fs::write(&file, calm_intent(&[&ups[0], &ups[2]], &[&ups[1]])).expect("w");
+    let out = push(&control, &file);
+    assert!(out.contains("eu-west:"), "{out}");
+    let pushed = control
+        .wait_status("the pushed intent in force", |s| {
+            s.intent.source == "push by alice"
+        })
+        .await;
+    let before: Vec<TableResponse> = vec![
+        table_of(&control, "eu-west").await,
+        table_of(&control, "us-east").await,
+    ];
+    assert!(addresses(&before[0]).contains(&extra), "push not applied");
+
+    // Kill the process (no clean shutdown) and start it again with the same config and state.
+    control.kill();
+    let control = Control::start(dir.path(), "127.0.0.1:0").await;
+    let s = control
+        .wait_status("tables after the restart", |s| s.regions.len() == 2)
+        .await;
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("intent.yaml")).expect("read"),
+        watched,
+        "the watched file changed"
+    );
+    assert_eq!(s.intent.source, "push by alice", "{:?}", s.intent);
+    assert_eq!(s.intent.hash, pushed.intent.hash);
+    for old in &before {
+        let now = table_of(&control, &old.region).await;
+        assert!(
+            addresses(&now).contains(&extra),
+            "{}: the restarted control plane serves the watched file's table, not the pushed \
+             one: {:?}",
+            old.region,
+            addresses(&now)
+        );
+        assert!(
+            now.version >= old.version,
+            "{}: version went from {} to {} across the restart",
+            old.region,
+            old.version,
+            now.version
+        );
+    }
+    // Once every endpoint has been checked healthy again, the tables are the very ones served
+    // before the restart.
+    let end = Instant::now() + DEADLINE;
+    for old in &before {
+        loop {
+            let now = table_of(&control, &old.region).await;
+            if now.hash == old.hash {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "{}: not the table served before the restart: {:#?}",
+                old.region,
+                now.table
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,8 +93,11 @@ async fn an_endpoint_dying_under_load_costs_no_errors_and_is_ejected_then_readmi
     let gw = Gw::start(&t, "").await;
     let c = client();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut spec = LoadSpec::new(gw.url("/x"), 40_000, 32);
+    // 1,000 GETs/s, paced, so the load outlasts the endpoint's death and return however fast
+    // the gateway is.
+    let mut spec = LoadSpec::new(gw.url("/x"), 20_000, 32);
     spec.limit = Duration::from_secs(20);
+    spec.rate = Some(1000.0);
     spec.stop = Some(stop.clone());
     let load = tokio::spawn({
         let c = c.clone();
@@ -336,8 +339,10 @@ async fn a_region_outage_fails_over_within_a_second_without_errors_and_comes_bac
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let mut spec = LoadSpec::new(gw.url("/open/b"), 50_000, 8);
+    // Paced at 1,000 GETs/s so the load lasts through the outage and the recovery.
+    let mut spec = LoadSpec::new(gw.url("/open/b"), 20_000, 8);
     spec.limit = Duration::from_secs(20);
+    spec.rate = Some(1000.0);
     spec.stop = Some(stop.clone());
     let load = tokio::spawn({
         let c = c.clone();

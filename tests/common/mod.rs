@@ -482,6 +482,9 @@ pub struct LoadSpec {
     pub headers: Vec<(String, String)>,
     /// Stops the run early when set.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Requests per second over all workers: request `i` is not sent before `i / rate` seconds
+    /// into the run. `None` sends as fast as answers come back.
+    pub rate: Option<f64>,
 }
 
 impl LoadSpec {
@@ -494,6 +497,7 @@ impl LoadSpec {
             limit: Duration::from_secs(60),
             headers: Vec::new(),
             stop: None,
+            rate: None,
         }
     }
 }
@@ -510,11 +514,16 @@ pub async fn run_load(client: &reqwest::Client, spec: LoadSpec) -> Load {
         tasks.push(tokio::spawn(async move {
             let mut mine = Load::default();
             loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
                 if start.elapsed() >= spec.limit
                     || spec.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
-                    || next.fetch_add(1, Ordering::SeqCst) >= spec.max
+                    || i >= spec.max
                 {
                     break;
+                }
+                if let Some(rate) = spec.rate {
+                    let at = start + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(at.into()).await;
                 }
                 mine.sent += 1;
                 let mut req = client.get(&spec.url);
