@@ -77,9 +77,11 @@ pub fn upstream_head(req: &RequestHead, ctx: &Ctx, origin: Origin) -> Vec<u8> {
             }
             continue;
         }
+        // `Upgrade` goes through on an upgrade, though its `Connection: upgrade` lists it.
+        let is_upgrade = name.eq_ignore_ascii_case(b"upgrade");
         if listed(REQUEST_DROPPED, name)
-            || (name.eq_ignore_ascii_case(b"upgrade") && !req.upgrade)
-            || req.connection_lists(name)
+            || (is_upgrade && !req.upgrade)
+            || (!is_upgrade && req.connection_lists(name))
         {
             continue;
         }
@@ -170,10 +172,11 @@ pub fn client_head(
     let upgrade = resp.status == 101;
     for f in &resp.fields {
         let name = resp.get(f.name);
+        let is_upgrade = name.eq_ignore_ascii_case(b"upgrade");
         if listed(RESPONSE_DROPPED, name)
-            || (name.eq_ignore_ascii_case(b"upgrade") && !upgrade)
+            || (is_upgrade && !upgrade)
             || (how.dechunk && name.eq_ignore_ascii_case(b"transfer-encoding"))
-            || resp.connection_lists(name)
+            || (!is_upgrade && resp.connection_lists(name))
         {
             continue;
         }
@@ -318,6 +321,40 @@ mod tests {
         ] {
             assert!(out.contains(kept), "{kept:?} missing in {out}");
         }
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_upgrade_field_both_ways() {
+        let req = head(
+            "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        );
+        let ctx = Ctx::new();
+        let origin = Origin {
+            ip: None,
+            tls: false,
+        };
+        let out = text(&finish_upstream_head(
+            &upstream_head(&req, &ctx, origin),
+            1,
+            b"",
+        ));
+        assert!(out.contains("Upgrade: websocket\r\n"), "{out}");
+        assert!(out.contains("connection: upgrade\r\n"), "{out}");
+        let resp = ResponseHead::parse(&mut BytesMut::from(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        ))
+        .expect("ok")
+        .expect("complete");
+        let mut down = Vec::new();
+        let how = ClientFraming {
+            close: false,
+            keep_alive_10: false,
+            dechunk: false,
+        };
+        client_head(&mut down, &resp, &ctx, false, how);
+        let down = text(&down);
+        assert!(down.contains("Upgrade: websocket\r\n"), "{down}");
+        assert!(down.contains("connection: upgrade\r\n"), "{down}");
     }
 
     #[test]
