@@ -199,7 +199,9 @@ async fn non_idempotent_requests_are_never_retried_after_they_were_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_bodies_arrive_byte_identical_and_large_ones_are_not_retried() {
     // Each endpoint answers every second request with 503, so about half of all first attempts
-    // fail and are retried on the other endpoint.
+    // fail and are retried on the other endpoint. Within one case's 4 rounds some endpoint takes
+    // two first attempts, and of two requests in a row one is its 503: every case meets at
+    // least one retry.
     let mut ups = Vec::new();
     for name in ["a", "b"] {
         let cfg = UpstreamConfig::new(name).error_every(2, 503);
@@ -212,29 +214,43 @@ async fn retried_bodies_arrive_byte_identical_and_large_ones_are_not_retried() {
     );
     let gw = Gw::start(&t, "").await;
     let c = client();
+    let status_retries = || async {
+        metric(
+            &gw.metrics().await,
+            "meridian_retries_total",
+            &[("route", "api"), ("reason", "status")],
+        )
+        .unwrap_or(0.0)
+    };
+    let put = |body: &[u8], chunked: bool| {
+        let req = c.put(gw.url("/blob"));
+        if chunked {
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                body.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+            req.body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+        } else {
+            req.body(body.to_vec())
+        }
+    };
     let mut retried = 0;
     for size in [1usize, 100, 4096, 65_536] {
         for chunked in [false, true] {
+            let mut retried_here = 0;
             for round in 0..4 {
                 let body: Vec<u8> = (0..size).map(|i| (i * 31 + size + round) as u8).collect();
                 let before: Vec<u64> = ups.iter().map(|u| u.requests()).collect();
-                let req = c.put(gw.url("/blob"));
-                let req = if chunked {
-                    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-                        body.chunks(1000).map(|c| Ok(c.to_vec())).collect();
-                    req.body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-                        chunks,
-                    )))
-                } else {
-                    req.body(body.clone())
-                };
-                let r = req.send().await.expect("put");
+                let retries_before = status_retries().await;
+                let r = put(&body, chunked).send().await.expect("put");
                 let what = format!("size {size} chunked {chunked} round {round}");
                 assert!(
                     r.status() == 200 || r.status() == 503,
                     "{what}: {}",
                     r.status()
                 );
+                let attempts = header(&r, "x-meridian-attempts");
+                r.bytes().await.expect("body");
                 // The bodies this request delivered: the newest of each endpoint's recorded ones.
                 let bodies: Vec<bytes::Bytes> = ups
                     .iter()
@@ -256,37 +272,77 @@ async fn retried_bodies_arrive_byte_identical_and_large_ones_are_not_retried() {
                         "{what}: a replayed body differs from the original"
                     );
                 }
+                // The gateway's own account of this request agrees with the upstreams'.
+                assert_eq!(
+                    attempts,
+                    bodies.len().to_string(),
+                    "{what}: x-meridian-attempts"
+                );
+                let counted = status_retries().await - retries_before;
+                assert_eq!(
+                    counted,
+                    (bodies.len() - 1) as f64,
+                    "{what}: retries counted for {} attempts",
+                    bodies.len()
+                );
                 if bodies.len() == 2 {
-                    retried += 1;
+                    // Once per endpoint: a retry goes to the other one.
+                    for (u, b) in ups.iter().zip(&before) {
+                        assert_eq!(u.requests() - b, 1, "{what}: {} got it twice", u.name());
+                    }
+                    retried_here += 1;
                 }
             }
+            assert!(
+                retried_here >= 1,
+                "size {size} chunked {chunked}: no round was retried, so no body was replayed"
+            );
+            retried += retried_here;
         }
     }
     assert!(
-        retried >= 4,
+        retried >= 8,
         "too few retries to show replay ({retried} of 32)"
     );
-    // Over 64 KiB: the first failure is passed through, never retried.
+    // Over 64 KiB, with a length or chunked: the first failure is passed through, never retried.
     let big = vec![7u8; 100 * 1024];
-    let mut saw_failure = false;
-    for _ in 0..20 {
-        let before = total_requests(&ups);
-        let r = c
-            .put(gw.url("/blob"))
-            .body(big.clone())
-            .send()
-            .await
-            .expect("put");
-        assert_eq!(
-            total_requests(&ups) - before,
-            1,
-            "a body over 64 KiB was sent twice"
-        );
-        if r.status() == 503 {
-            saw_failure = true;
+    for chunked in [false, true] {
+        let mut saw_failure = false;
+        for _ in 0..20 {
+            let before: Vec<u64> = ups.iter().map(|u| u.requests()).collect();
+            let retries_before = status_retries().await;
+            let r = put(&big, chunked).send().await.expect("put");
+            let status = r.status();
+            r.bytes().await.expect("body");
+            let delta: Vec<u64> = ups
+                .iter()
+                .zip(&before)
+                .map(|(u, b)| u.requests() - b)
+                .collect();
+            assert_eq!(
+                delta.iter().sum::<u64>(),
+                1,
+                "a body over 64 KiB was sent twice (chunked {chunked})"
+            );
+            let took = &ups[delta.iter().position(|d| *d == 1).expect("one endpoint")];
+            assert!(
+                took.received_bodies().last().map(|b| &b[..]) == Some(&big[..]),
+                "a body over 64 KiB arrived altered (chunked {chunked})"
+            );
+            assert_eq!(
+                status_retries().await,
+                retries_before,
+                "a retry was counted for a body over 64 KiB"
+            );
+            if status == 503 {
+                saw_failure = true;
+            }
         }
+        assert!(
+            saw_failure,
+            "no large request met a failing answer (chunked {chunked})"
+        );
     }
-    assert!(saw_failure, "no large request met a failing answer");
 }
 
 fn two_region_table(eu: &[MockUpstream], us: &[MockUpstream]) -> Table {
@@ -450,20 +506,37 @@ async fn an_eu_only_route_answers_503_in_a_total_eu_outage_while_an_open_route_f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_and_hedges_stay_within_the_budget_and_the_metrics_agree() {
+    budget_run(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedges_and_retries_share_one_budget_and_the_metrics_agree() {
+    budget_run(true).await;
+}
+
+/// Every endpoint answers 503 after 20 ms; 300 GETs, 4 at a time, may take up to 3 attempts
+/// each, on a route whose budget is `ratio` 0.2 over 10 s plus 1 per second. With `hedged`, the
+/// route also hedges after 5 ms, so each request asks for a hedge (while its first attempt is
+/// still out) and then for retries, all from the same budget.
+async fn budget_run(hedged: bool) {
     let _turn = HEAVY.lock().await;
-    let ups = upstreams("fail", 3).await;
-    for u in &ups {
+    let mut ups = Vec::new();
+    for i in 0..3 {
+        let cfg = UpstreamConfig::new(format!("fail-{i}"))
+            .latency(Latency::Fixed(Duration::from_millis(20)));
+        let u = MockUpstream::start(cfg).await.expect("up");
         u.set_fault(Fault::Status(503));
+        ups.push(u);
+    }
+    let (ratio, window_s, floor) = (0.2, 10.0, 1.0);
+    let mut policy = json!({"retry": {"attempts": 3, "backoff_base_ms": 1, "backoff_max_ms": 2},
+                            "budget": {"ratio": ratio, "window_s": window_s as u64, "min_per_s": floor as u64}});
+    if hedged {
+        policy["hedge"] = json!({"delay_ms": 5});
     }
     let t = table(
         1,
-        vec![route_with(
-            "api",
-            "/",
-            &[("svc@v1", 100)],
-            json!({"retry": {"attempts": 3, "backoff_base_ms": 1, "backoff_max_ms": 2},
-                   "budget": {"ratio": 0.2, "window_s": 10, "min_per_s": 1}}),
-        )],
+        vec![route_with("api", "/", &[("svc@v1", 100)], policy)],
         vec![subset_in(
             "svc@v1",
             &local(&ups),
@@ -474,24 +547,83 @@ async fn retries_and_hedges_stay_within_the_budget_and_the_metrics_agree() {
     let c = client();
     let n = 300;
     let l = run_load(&c, LoadSpec::new(gw.url("/x"), n, 4)).await;
-    assert_eq!(l.statuses.get(&503).copied(), Some(n as u64));
+    assert_eq!(l.statuses.get(&503).copied(), Some(n as u64), "{l:?}");
     let m = gw.metrics().await;
     let retries = metric(&m, "meridian_retries_total", &[("route", "api")]).unwrap_or(0.0);
+    let hedges = metric(&m, "meridian_hedges_total", &[("route", "api")]).unwrap_or(0.0);
     let exhausted =
         metric(&m, "meridian_budget_exhausted_total", &[("route", "api")]).unwrap_or(0.0);
-    let bound = 0.2 * n as f64 + 1.0 * 10.0;
-    assert!(
-        retries <= bound,
-        "retries {retries} over the budget {bound}"
+    let extras = retries + hedges;
+    println!(
+        "hedged {hedged}: {n} requests in {:?}, retries {retries}, hedges {hedges}, \
+         budget exhausted {exhausted}, attempts {:?}",
+        l.elapsed, l.by_attempts
     );
-    assert!(retries >= bound - 2.0, "the budget was not used: {retries}");
-    assert!(exhausted >= 1.0, "budget exhaustion was not counted");
+    // While the whole run fits in the window (it spans at most 10 one-second slots), extras
+    // are bounded by ratio × requests + floor × window; a slot rollover may lose one count.
+    // A slower run lets older extras slide out of the window: bound it per window it spanned.
+    let secs = l.elapsed.as_secs_f64();
+    let bound = if secs <= window_s - 1.0 {
+        ratio * n as f64 + floor * window_s
+    } else {
+        2.0 * ratio * n as f64 + floor * window_s * ((secs / window_s).ceil() + 1.0)
+    };
+    let slack = 2.0;
+    assert!(
+        extras <= bound + slack,
+        "retries {retries} + hedges {hedges} over the budget {bound} (run took {secs:.1} s)"
+    );
+    // Demand (up to 2 extras per request) is far above the budget: it is used up.
+    let tight = ratio * n as f64 + floor * window_s;
+    assert!(
+        extras >= tight - slack,
+        "the budget was not used: {extras} of {tight}"
+    );
+    if hedged {
+        assert!(hedges >= 1.0, "no hedge was sent: {m}");
+        assert!(retries >= 1.0, "no retry was made: {m}");
+    } else {
+        assert_eq!(hedges, 0.0, "a route without hedging hedged");
+    }
+    // The upstreams saw each request once plus every extra attempt the metrics counted...
     let sent = total_requests(&ups) as f64;
     assert_eq!(
         sent,
-        n as f64 + retries,
-        "upstream count {sent} != requests + retries"
+        n as f64 + extras,
+        "upstream count {sent} != requests + retries + hedges"
     );
+    // ...and so did the attempts each response reports.
+    let by = |a: u32| l.with_attempts(a) as f64;
+    assert_eq!(
+        by(1) + by(2) + by(3),
+        n as f64,
+        "attempt counts: {:?}",
+        l.by_attempts
+    );
+    assert_eq!(
+        by(2) + 2.0 * by(3),
+        extras,
+        "attempt counts {:?} disagree with the metrics",
+        l.by_attempts
+    );
+    // A request short of its 3 attempts stopped because the budget refused it, which was
+    // counted: exactly once without hedging (its one refused retry ended it); with hedging, at
+    // most once more (a refused hedge does not end the request, a refused retry does).
+    let short = by(1) + by(2);
+    assert!(short >= 1.0, "no request was refused an extra attempt");
+    if hedged {
+        assert!(
+            exhausted >= short && exhausted <= 2.0 * short + by(3),
+            "budget exhausted {exhausted}, attempt counts {:?}",
+            l.by_attempts
+        );
+    } else {
+        assert_eq!(
+            exhausted, short,
+            "budget exhausted {exhausted}, attempt counts {:?}",
+            l.by_attempts
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -750,13 +882,19 @@ async fn when_every_endpoint_is_ejected_the_gateway_fails_open_and_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_closed_by_the_upstream_costs_no_error() {
     // One endpoint only: the retry after a stale pooled connection has to go back to it, on a
-    // fresh connection.
+    // fresh connection. No budget at all: only the free stale-connection retry can save a
+    // request.
     let up = MockUpstream::start(UpstreamConfig::new("solo"))
         .await
         .expect("up");
     let t = table(
         1,
-        vec![route_with("api", "/", &[("svc@v1", 100)], json!({}))],
+        vec![route_with(
+            "api",
+            "/",
+            &[("svc@v1", 100)],
+            json!({"budget": {"ratio": 0.0, "min_per_s": 0}}),
+        )],
         vec![subset_in(
             "svc@v1",
             &local(std::slice::from_ref(&up)),
@@ -765,11 +903,12 @@ async fn a_pooled_connection_closed_by_the_upstream_costs_no_error() {
     );
     let gw = Gw::start(&t, "").await;
     let c = client();
+    let stale = [("route", "api"), ("reason", "stale-connection")];
     for round in 0..20 {
         let r = get(&c, &gw.url("/x"), &[]).await;
         assert_eq!(r.status(), 200, "round {round}");
         // Close every connection the upstream holds (the gateway's pooled one included), then
-        // accept again at once.
+        // accept again at once. The pool's liveness check usually sees the close before reuse.
         up.set_fault(Fault::Refuse);
         up.set_fault(Fault::None);
         let r = get(&c, &gw.url("/x"), &[]).await;
@@ -777,6 +916,400 @@ async fn a_pooled_connection_closed_by_the_upstream_costs_no_error() {
             r.status(),
             200,
             "round {round}: the stale pooled connection cost an error"
+        );
+    }
+    // Now the close races the reuse: the upstream closes a kept-alive connection, unanswered,
+    // when the next request arrives on it, so the gateway only learns it was stale by sending.
+    let before = metric(&gw.metrics().await, "meridian_retries_total", &stale).unwrap_or(0.0);
+    up.set_fault(Fault::CloseReused);
+    let n = 10u64;
+    let served = up.requests();
+    let mut second_tries = 0u64;
+    for round in 0..n {
+        let r = get(&c, &gw.url("/x"), &[]).await;
+        assert_eq!(
+            r.status(),
+            200,
+            "round {round}: a connection closed as it was reused cost an error"
+        );
+        if header(&r, "x-meridian-attempts") == "2" {
+            second_tries += 1;
+        }
+        r.bytes().await.expect("body");
+    }
+    assert_eq!(up.requests() - served, n, "each request was served once");
+    let m = gw.metrics().await;
+    let retried = metric(&m, "meridian_retries_total", &stale).unwrap_or(0.0) - before;
+    assert!(
+        retried >= 1.0,
+        "no stale-connection retry was counted in {n} requests: {m}"
+    );
+    assert_eq!(
+        retried, second_tries as f64,
+        "stale-connection retries counted vs responses that took a second attempt"
+    );
+    for reason in ["reset", "status", "connect-failure", "per-try-timeout"] {
+        assert_eq!(
+            metric(
+                &m,
+                "meridian_retries_total",
+                &[("route", "api"), ("reason", reason)]
+            )
+            .unwrap_or(0.0),
+            0.0,
+            "a {reason} retry with no budget: {m}"
+        );
+    }
+    assert_eq!(
+        metric(&m, "meridian_budget_exhausted_total", &[("route", "api")]).unwrap_or(0.0),
+        0.0,
+        "the stale-connection retry took from the budget: {m}"
+    );
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_before_response_headers_is_retried_on_the_other_endpoint() {
+    // `reset` reads each request and aborts the connection before any response byte; `good`
+    // answers after 30 ms, so the balancer keeps preferring the fast-failing `reset` as the
+    // first pick and nearly every request meets the reset.
+    let reset = MockUpstream::start(UpstreamConfig::new("reset"))
+        .await
+        .expect("up");
+    reset.set_fault(Fault::ResetBeforeHeaders);
+    let good = MockUpstream::start(
+        UpstreamConfig::new("good").latency(Latency::Fixed(Duration::from_millis(30))),
+    )
+    .await
+    .expect("up");
+    let never_eject = json!({"outlier": {"consecutive_failures": 100000}});
+    let both = [reset.clone(), good.clone()];
+    let t = table(
+        1,
+        vec![
+            route_with(
+                "both",
+                "/both",
+                &[("both@v1", 100)],
+                json!({"budget": {"min_per_s": 1000}}),
+            ),
+            route_with(
+                "alone",
+                "/alone",
+                &[("alone@v1", 100)],
+                json!({"budget": {"min_per_s": 1000}}),
+            ),
+            route_with(
+                "once",
+                "/once",
+                &[("both@v1", 100)],
+                json!({"retry": {"attempts": 1}}),
+            ),
+        ],
+        vec![
+            subset_in("both@v1", &local(&both), never_eject.clone()),
+            subset_in(
+                "alone@v1",
+                &local(std::slice::from_ref(&reset)),
+                never_eject,
+            ),
+        ],
+    );
+    let gw = Gw::start(&t, "").await;
+    let c = client();
+
+    // Two endpoints: a request that meets the reset is retried on `good` and succeeds.
+    let mut sent = 0u64;
+    let mut retried = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reset.requests() < 5 {
+        assert!(
+            sent < 200 && Instant::now() < deadline,
+            "the resetting endpoint got only {} of {sent} requests",
+            reset.requests()
+        );
+        let r = get(&c, &gw.url("/both/x"), &[]).await;
+        sent += 1;
+        assert_eq!(r.status(), 200, "a reset before headers reached the client");
+        assert_eq!(header(&r, "x-upstream"), "good");
+        if header(&r, "x-meridian-attempts") == "2" {
+            retried += 1;
+        }
+        r.bytes().await.expect("body");
+    }
+    assert_eq!(good.requests(), sent, "every request ends on `good` once");
+    assert_eq!(
+        retried,
+        reset.requests(),
+        "every request that met the reset was retried once"
+    );
+    gw.assert_metric(
+        "meridian_retries_total",
+        &[("route", "both"), ("reason", "reset")],
+        reset.requests() as f64,
+    )
+    .await;
+
+    // One endpoint: there is no other endpoint to retry on, so the client gets 502, and the
+    // endpoint is not tried twice.
+    for _ in 0..3 {
+        let before = reset.requests();
+        let r = get(&c, &gw.url("/alone/x"), &[]).await;
+        assert_eq!(r.status(), 502);
+        assert_eq!(reset.requests(), before + 1, "retried on the same endpoint");
+    }
+    // Two endpoints but a single attempt: the first reset is the answer.
+    let mut saw_502 = false;
+    for _ in 0..50 {
+        let (r0, g0) = (reset.requests(), good.requests());
+        let r = get(&c, &gw.url("/once/x"), &[]).await;
+        let code = r.status().as_u16();
+        let got = (reset.requests() - r0, good.requests() - g0);
+        match code {
+            502 => assert_eq!(got, (1, 0), "a 502 after more than one attempt"),
+            200 => assert_eq!(got, (0, 1), "a 200 after more than one attempt"),
+            other => panic!("unexpected status {other}"),
+        }
+        r.bytes().await.expect("body");
+        if code == 502 {
+            saw_502 = true;
+            break;
+        }
+    }
+    assert!(saw_502, "no single-attempt request met the reset");
+    let m = gw.metrics().await;
+    for route in ["alone", "once"] {
+        assert_eq!(
+            metric(&m, "meridian_retries_total", &[("route", route)]).unwrap_or(0.0),
+            0.0,
+            "route {route} retried: {m}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_never_hedged_but_a_get_on_the_same_route_is() {
+    // Both endpoints answer after 400 ms; the hedge delay is 30 ms, so a hedge, if sent, reaches
+    // an upstream long before the first answer comes back.
+    let mut ups = Vec::new();
+    for name in ["slow-a", "slow-b"] {
+        let cfg = UpstreamConfig::new(name).latency(Latency::Fixed(Duration::from_millis(400)));
+        ups.push(MockUpstream::start(cfg).await.expect("up"));
+    }
+    let t = api_table(
+        &ups,
+        json!({"hedge": {"delay_ms": 30}, "budget": {"min_per_s": 1000}}),
+        json!({}),
+    );
+    let gw = Gw::start(&t, "").await;
+    let c = client();
+    let hedges = || async {
+        metric(
+            &gw.metrics().await,
+            "meridian_hedges_total",
+            &[("route", "api")],
+        )
+        .unwrap_or(0.0)
+    };
+    for i in 0..3 {
+        let before = total_requests(&ups);
+        let r = c
+            .post(gw.url("/order"))
+            .body(format!("{{\"order\": {i}}}"))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-meridian-attempts"), "1");
+        r.bytes().await.expect("body");
+        assert_eq!(
+            total_requests(&ups) - before,
+            1,
+            "a POST without Idempotency-Key was hedged"
+        );
+    }
+    assert_eq!(hedges().await, 0.0, "a hedge was counted for a POST");
+
+    // A GET on the same route is hedged; so is a POST carrying an Idempotency-Key.
+    for i in 0..3 {
+        let before = total_requests(&ups);
+        let r = get(&c, &gw.url("/x"), &[]).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-meridian-attempts"), "2");
+        r.bytes().await.expect("body");
+        assert_eq!(total_requests(&ups) - before, 2, "GET {i} was not hedged");
+    }
+    gw.assert_metric("meridian_hedges_total", &[("route", "api")], 3.0)
+        .await;
+    let before = total_requests(&ups);
+    let r = c
+        .post(gw.url("/order"))
+        .header("idempotency-key", "k-7")
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    r.bytes().await.expect("body");
+    assert_eq!(
+        total_requests(&ups) - before,
+        2,
+        "a keyed POST was not hedged"
+    );
+    gw.assert_metric("meridian_hedges_total", &[("route", "api")], 4.0)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_in_flight_limit_gives_a_fast_503_with_a_reason() {
+    let slow = MockUpstream::start(
+        UpstreamConfig::new("slow").latency(Latency::Fixed(Duration::from_millis(500))),
+    )
+    .await
+    .expect("up");
+    let t = table(
+        1,
+        vec![route_with("api", "/", &[("svc@v1", 100)], json!({}))],
+        vec![subset_in(
+            "svc@v1",
+            &local(std::slice::from_ref(&slow)),
+            json!({"limits": {"max_inflight_per_endpoint": 2}}),
+        )],
+    );
+    let gw = Gw::start(&t, "").await;
+    let c = client();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (c, url) = (c.clone(), gw.url("/x"));
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let r = c.get(url).send().await.expect("get");
+            (
+                r.status().as_u16(),
+                header(&r, "x-meridian-reject"),
+                t0.elapsed(),
+            )
+        }));
+    }
+    let mut ok = 0;
+    let mut limited = 0;
+    for t in tasks {
+        let (code, reason, took) = t.await.expect("task");
+        match code {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(reason, "endpoint-limit");
+                assert!(
+                    took < Duration::from_millis(400),
+                    "the 503 was not fast: {took:?}"
+                );
+                limited += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(ok >= 2 && limited >= 1, "ok {ok}, limited {limited}");
+    assert_eq!(
+        slow.requests(),
+        ok,
+        "a request refused by the limit reached the endpoint"
+    );
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "meridian_circuit_open_total",
+            &[("subset", "svc@v1"), ("limit", "endpoint")]
+        )
+        .unwrap_or(0.0),
+        limited as f64,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "meridian_circuit_open_total",
+            &[("subset", "svc@v1"), ("limit", "subset")]
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "the subset limit was not reached: {m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_pooled_connection_does_not_use_up_one_of_the_routes_attempts() {
+    // Three regions in failover order, one endpoint each, so every pick is known in advance:
+    // `tired` (local) closes a kept-alive connection when it is reused, `failing` (first
+    // failover) answers 503 and `good` (second failover) serves.
+    let tired = MockUpstream::start(UpstreamConfig::new("tired"))
+        .await
+        .expect("up");
+    tired.set_fault(Fault::CloseReused);
+    let failing = MockUpstream::start(UpstreamConfig::new("failing"))
+        .await
+        .expect("up");
+    failing.set_fault(Fault::Status(503));
+    let good = MockUpstream::start(UpstreamConfig::new("good"))
+        .await
+        .expect("up");
+    let eps = vec![
+        (tired.addr(), REGION, "eu-west-1a"),
+        (failing.addr(), "us-east", "us-east-1a"),
+        (good.addr(), "ap-south", "ap-south-1a"),
+    ];
+    let mut t = table(
+        1,
+        vec![route_with(
+            "api",
+            "/",
+            &[("svc@v1", 100)],
+            json!({"retry": {"attempts": 2}, "budget": {"min_per_s": 100}}),
+        )],
+        vec![subset_in(
+            "svc@v1",
+            &eps,
+            json!({"outlier": {"consecutive_failures": 100000}}),
+        )],
+    );
+    t.regions = serde_json::from_value(json!([
+        {"name": REGION, "failover": ["us-east", "ap-south"]},
+        {"name": "us-east", "failover": [REGION]},
+        {"name": "ap-south", "failover": [REGION]}
+    ]))
+    .expect("regions");
+    let gw = Gw::start(&t, "").await;
+    let c = client();
+    for round in 1..=3u64 {
+        // A fresh connection to `tired`: served, and kept in the gateway's pool.
+        let r = get(&c, &gw.url("/x"), &[]).await;
+        assert_eq!(r.status(), 200, "round {round}");
+        assert_eq!(header(&r, "x-upstream"), "tired", "round {round}");
+        r.bytes().await.expect("body");
+        // The pooled connection is closed as it is reused: the free retry goes to `failing`,
+        // whose 503 still has the route's second attempt left, on `good`.
+        let r = get(&c, &gw.url("/x"), &[]).await;
+        assert_eq!(
+            (r.status().as_u16(), header(&r, "x-upstream")),
+            (200, "good".to_string()),
+            "round {round}: the stale-connection retry used up the route's retry"
+        );
+        assert_eq!(header(&r, "x-meridian-attempts"), "3", "round {round}");
+        r.bytes().await.expect("body");
+        assert_eq!(
+            (tired.requests(), failing.requests(), good.requests()),
+            (round, round, round),
+            "round {round}"
+        );
+    }
+    let m = gw.metrics().await;
+    for (reason, want) in [("stale-connection", 3.0), ("status", 3.0)] {
+        assert_eq!(
+            metric(
+                &m,
+                "meridian_retries_total",
+                &[("route", "api"), ("reason", reason)]
+            ),
+            Some(want),
+            "{reason} retries: {m}"
         );
     }
 }

@@ -156,11 +156,14 @@ impl Ctx {
         let policy = &route.retry;
         let free = reason == RetryReason::StaleConnection;
         let reached_upstream = reason != RetryReason::ConnectFailure && !free;
+        // The free retry after a stale pooled connection does not use up one of the route's
+        // attempts either: it was not the endpoint's failure.
+        let counted = self.attempts.saturating_sub(u32::from(self.stale_retried));
         if self.sent_downstream
             || truncated
             || !retry::allows(policy, reason)
             || (reached_upstream && (!self.idempotent || self.hop_limited))
-            || (!free && self.attempts >= policy.attempts.max(1) as u32)
+            || (!free && counted >= policy.attempts.max(1) as u32)
             || self.deadline.is_some_and(|d| Instant::now() >= d)
         {
             return false;

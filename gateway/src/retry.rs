@@ -11,7 +11,8 @@
 //!   the retries, so here only connect failures and stale pooled connections are retried.
 //! - Nothing is retried once response bytes went to the client.
 //! - Every retry goes to another endpoint, and takes one token from the route's budget; a stale
-//!   pooled connection is retried once outside the budget.
+//!   pooled connection is retried once outside the budget, and that retry does not count
+//!   against the route's `attempts`.
 
 use std::time::Duration;
 

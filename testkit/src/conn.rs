@@ -3,7 +3,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -25,6 +25,8 @@ pub(crate) struct ConnCtl {
     reset: AtomicBool,
     /// Wakes the connection task so it drops the connection.
     kill: Notify,
+    /// Requests that arrived on this connection so far.
+    requests: AtomicU64,
 }
 
 impl ConnCtl {
@@ -35,6 +37,12 @@ impl ConnCtl {
             // `notify_one` stores a permit if the task is not waiting yet.
             self.kill.notify_one();
         }
+    }
+
+    /// Counts a request arriving on the connection; true when it is the
+    /// first one.
+    pub(crate) fn first_request(&self) -> bool {
+        self.requests.fetch_add(1, Ordering::SeqCst) == 0
     }
 
     fn reset_requested(&self) -> bool {
@@ -102,7 +110,8 @@ impl AsyncWrite for ConnIo {
 /// Serves one accepted connection (HTTP/1.1, or h2c with prior knowledge)
 /// on the current runtime until the peer closes it, the upstream goes down
 /// (`shutdown` changes) or a [`Fault::ResetMidBody`](crate::Fault) response
-/// asks for an abort.
+/// (or a [`Fault::ResetBeforeHeaders`](crate::Fault) request) asks for an
+/// abort.
 pub(crate) fn spawn(
     inner: Arc<Inner>,
     stream: TcpStream,

@@ -47,6 +47,17 @@ pub enum Fault {
     /// connection with a TCP RST (`SO_LINGER` 0, then close). On HTTP/2 the
     /// whole connection is reset.
     ResetMidBody,
+    /// Read the whole request (counted, body recorded), wait for the
+    /// latency, then abort the connection with a TCP RST (`SO_LINGER` 0,
+    /// then close) without sending a single response byte: the upstream died
+    /// before its response headers. On HTTP/2 the whole connection is reset.
+    ResetBeforeHeaders,
+    /// Close a keep-alive connection when a request arrives on it after it
+    /// has already served one, without answering (as an upstream whose idle
+    /// timeout fires just as the request comes in); that request is not
+    /// counted. The first request on every connection is served normally, so
+    /// a client that retries on a fresh connection succeeds.
+    CloseReused,
     /// Send the response head at once, then the configured body `chunks`
     /// times (so the total body is `chunks` copies of it), sleeping
     /// `chunk_delay` before each chunk. `content-length` announces the total.

@@ -51,6 +51,7 @@ pub(crate) async fn handle(
             "mock upstream is down",
         ));
     }
+    let first_on_conn = ctl.first_request();
     let headers = response_headers(&inner, req.headers());
 
     if is_health_check(&req) {
@@ -61,6 +62,15 @@ pub(crate) async fn handle(
             (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
         };
         return Ok(respond(status, headers, MockBody::full(body)));
+    }
+
+    if !first_on_conn && inner.current_fault() == Fault::CloseReused {
+        // A keep-alive connection closed just as a request came in on it:
+        // hyper closes it without an answer.
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "mock upstream closes reused connections",
+        ));
     }
 
     // Counted (and the fault/latency snapshot taken) when the head arrives.
@@ -81,6 +91,12 @@ pub(crate) async fn handle(
     }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+    }
+    if fault == Fault::ResetBeforeHeaders {
+        // Nothing has been written: the connection task aborts the
+        // connection (RST) and drops this pending handler with it.
+        ctl.request_reset();
+        return std::future::pending().await;
     }
 
     let injected = match fault {

@@ -432,6 +432,9 @@ pub struct Load {
     pub by_upstream: BTreeMap<String, u64>,
     /// Count by status (0 for transport errors).
     pub statuses: BTreeMap<u16, u64>,
+    /// Count by the gateway's `x-meridian-attempts` debug header (attempts the request took),
+    /// over every response, whatever its status; "-" when absent.
+    pub by_attempts: BTreeMap<String, u64>,
     /// The first few errors, for the failure message.
     pub first_errors: Vec<String>,
     /// Wall time of the run.
@@ -443,6 +446,11 @@ impl Load {
     pub fn share(&self, subset: &str) -> f64 {
         let n = self.by_subset.get(subset).copied().unwrap_or(0);
         100.0 * n as f64 / self.sent.max(1) as f64
+    }
+
+    /// Responses whose `x-meridian-attempts` said `n`.
+    pub fn with_attempts(&self, n: u32) -> u64 {
+        self.by_attempts.get(&n.to_string()).copied().unwrap_or(0)
     }
 
     fn merge(&mut self, o: Load) {
@@ -457,6 +465,9 @@ impl Load {
         }
         for (k, v) in o.statuses {
             *self.statuses.entry(k).or_default() += v;
+        }
+        for (k, v) in o.by_attempts {
+            *self.by_attempts.entry(k).or_default() += v;
         }
         for e in o.first_errors {
             if self.first_errors.len() < 5 {
@@ -542,6 +553,10 @@ pub async fn run_load(client: &reqwest::Client, spec: LoadSpec) -> Load {
                         };
                         let (subset, upstream) = (h("x-meridian-subset"), h("x-upstream"));
                         *mine.statuses.entry(status.as_u16()).or_default() += 1;
+                        *mine
+                            .by_attempts
+                            .entry(h("x-meridian-attempts"))
+                            .or_default() += 1;
                         match r.bytes().await {
                             Ok(_) if status.is_success() => {
                                 mine.ok += 1;

@@ -1,4 +1,5 @@
-//! Fault injection: Refuse, Hang, ResetMidBody, SlowBody, Status.
+//! Fault injection: Refuse, Hang, ResetMidBody, ResetBeforeHeaders, CloseReused, SlowBody,
+//! Status.
 
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
@@ -134,6 +135,63 @@ async fn reset_mid_body_is_an_error_for_hyper_clients() {
     // The upstream keeps serving other connections.
     up.set_fault(Fault::None);
     assert_eq!(get(up.addr(), "/").await.unwrap().status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn reset_before_headers_sends_rst_and_no_byte() {
+    let up = start("rst0").await;
+    up.set_fault(Fault::ResetBeforeHeaders);
+    let (got, err) = tokio::time::timeout(SOON, raw_get(up.addr()))
+        .await
+        .unwrap();
+    let err = err.unwrap_or_else(|| panic!("expected a reset, got EOF after {got:?}"));
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    assert_eq!(up.requests(), 1);
+    // The body was read and recorded before the reset.
+    let res = tokio::time::timeout(SOON, send(up.addr(), request(Method::PUT, "/", "doomed")))
+        .await
+        .unwrap();
+    assert!(res.is_err(), "expected an error, got {res:?}");
+    assert_eq!(up.requests(), 2);
+    assert_eq!(
+        up.received_bodies().last(),
+        Some(&Bytes::from_static(b"doomed"))
+    );
+    // The upstream serves again once the fault is lifted.
+    up.set_fault(Fault::None);
+    assert_eq!(get(up.addr(), "/").await.unwrap().status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn close_reused_serves_the_first_request_of_each_connection_only() {
+    let up = start("tired").await;
+    up.set_fault(Fault::CloseReused);
+    let mut conn = connect(up.addr()).await.unwrap();
+    let r = send_on(&mut conn, request(Method::GET, "/", Bytes::new()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    // The second request on the same connection is not answered.
+    let res = tokio::time::timeout(
+        SOON,
+        send_on(&mut conn, request(Method::GET, "/", Bytes::new())),
+    )
+    .await
+    .unwrap();
+    assert!(res.is_err(), "expected an error, got {res:?}");
+    assert_eq!(up.requests(), 1, "the unanswered request is not counted");
+    // A fresh connection is served again.
+    assert_eq!(get(up.addr(), "/").await.unwrap().status, StatusCode::OK);
+    assert_eq!((up.requests(), up.connections()), (2, 2));
+    // Health checks are not affected.
+    let mut conn = connect(up.addr()).await.unwrap();
+    for _ in 0..2 {
+        let r = send_on(&mut conn, request(Method::GET, "/healthz", Bytes::new()))
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+    }
 }
 
 #[tokio::test]
