@@ -1188,6 +1188,10 @@ async fn an_oversized_head_gets_431() {
         let (_, r) = tokio::join!(send(&mut c.w, bytes.as_bytes()), c.rd.response());
         assert_eq!(r.status, 431, "{what}: {r:?}");
         r.assert_own_error(431);
+        assert!(
+            r.text().contains("\"error\":\"header_too_large\""),
+            "{what}: {r:?}"
+        );
         assert!(r.says_close(), "{what}: {r:?}");
         c.assert_closed().await;
     }

@@ -86,6 +86,15 @@ impl EndpointStats {
         self.ewma.store(next.to_bits(), Ordering::Relaxed);
     }
 
+    /// Takes an in-flight slot unless `limit` are already taken. The slot is taken first and
+    /// given back when over the limit, so concurrent callers never overshoot it.
+    pub fn try_begin(self: &Arc<Self>, limit: u64) -> Option<InflightGuard> {
+        let before = self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.gauge.inc();
+        let guard = InflightGuard(self.clone());
+        (before < limit).then_some(guard)
+    }
+
     /// Counts a request in flight until the guard drops.
     pub fn begin(self: &Arc<Self>) -> InflightGuard {
         self.inflight.fetch_add(1, Ordering::Relaxed);
@@ -157,6 +166,18 @@ mod tests {
         // A low sample right after a peak barely moves it.
         s.observe(Duration::from_millis(1), t0 + 1_000_000);
         assert!(s.estimate(t0 + 1_000_000) > 49e6);
+    }
+
+    #[test]
+    fn try_begin_never_hands_out_more_than_the_limit() {
+        let s = stats();
+        let held: Vec<_> = (0..5).filter_map(|_| s.try_begin(3)).collect();
+        assert_eq!(held.len(), 3);
+        assert_eq!(s.inflight(), 3, "a refused slot is given back");
+        drop(held);
+        assert_eq!(s.inflight(), 0);
+        assert!(s.try_begin(0).is_none());
+        assert_eq!(s.inflight(), 0);
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub fn reason_for(code: u16) -> &'static str {
         404 => "no_route",
         408 => "client_timeout",
         400 => "bad_request",
+        405 => "method_not_allowed",
+        431 => "header_too_large",
         502 => "upstream_failed",
         503 => "no_healthy_endpoint",
         504 => "upstream_timeout",

@@ -233,10 +233,10 @@ fn prepare_leg(
     connector: &std::sync::Arc<Connector>,
     idle: Duration,
 ) -> Result<LegFuture> {
-    if ep.stats.inflight() >= subset.limits.max_inflight_per_endpoint {
+    let Some(guard) = ep.stats.try_begin(subset.limits.max_inflight_per_endpoint) else {
         subset.state.counters.circuit_endpoint.inc();
         return Err(Error::new(CIRCUIT_ENDPOINT));
-    }
+    };
     ctx.tried.push(ep.addr);
     ctx.attempts += 1;
     let mut req = session.req_header().clone();
@@ -244,7 +244,7 @@ fn prepare_leg(
     let peer = peer_for(r, &ep, ctx.deadline, idle);
     let leg = Leg {
         tier,
-        _guard: ep.stats.begin(),
+        _guard: guard,
         ep,
         started: Instant::now(),
         hedge,

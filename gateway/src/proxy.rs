@@ -246,15 +246,15 @@ impl ProxyHttp for Proxy {
             None => ctx.first_pick(r, &subset)?,
         };
         ctx.admit(&subset)?;
-        if ep.stats.inflight() >= subset.limits.max_inflight_per_endpoint {
+        let Some(guard) = ep.stats.try_begin(subset.limits.max_inflight_per_endpoint) else {
             subset.state.counters.circuit_endpoint.inc();
             return Err(Error::new(CIRCUIT_ENDPOINT));
-        }
+        };
         ctx.region = tier;
         ctx.upstream = Some(ep.addr);
         ctx.tried.push(ep.addr);
         ctx.attempts += 1;
-        ctx.guard = Some(ep.stats.begin());
+        ctx.guard = Some(guard);
         ctx.upstream_start = Some(Instant::now());
         ctx.got_headers = false;
         Ok(Box::new(peer_for(

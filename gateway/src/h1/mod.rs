@@ -25,6 +25,7 @@ pub mod write;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,7 +34,7 @@ use pingora::apps::ServerApp;
 use pingora::connectors::TransportConnector;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Http1Engine;
 use crate::idle::LeanIdle;
@@ -68,23 +69,55 @@ impl Engine {
 /// How waiting for the next request ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Wait {
-    Readable,
+    /// The first bytes of the next request are in the buffer.
+    Data,
     Stop,
 }
 
-/// Waits until `stream` has something to read (or the client's end of file), without reading
-/// it, for at most `idle`, or until shutdown.
-async fn wait_readable(stream: &mut Stream, idle: Duration, shutdown: &ShutdownWatch) -> Wait {
-    let mut shutdown = shutdown.clone();
-    let readable = poll_fn(|cx| {
-        let mut empty = ReadBuf::new(&mut []);
-        Pin::new(&mut *stream).poll_read(cx, &mut empty)
-    });
-    tokio::select! {
-        biased;
-        r = readable => if r.is_ok() { Wait::Readable } else { Wait::Stop },
-        _ = shutdown.wait_for(|down| *down) => Wait::Stop,
-        _ = tokio::time::sleep(idle) => Wait::Stop,
+/// Waits for the first bytes of the next request and reads them into `buf` (empty on entry),
+/// or until the connection has been idle for `idle` since `since`, or until shutdown.
+///
+/// No buffer is held while waiting: each poll takes a fresh one and lets it go when the socket
+/// has nothing, which costs no system call while the socket is known not to be readable. When
+/// it is, the same poll reads the bytes, so a request costs one read, not a readiness probe and
+/// a read. `timer` and `stopping` live as long as the connection, so waiting costs no timer or
+/// watch registration per request: the timer is set once and, when it fires early (the
+/// connection served requests meanwhile), moved to the real end of the idle period.
+async fn wait_readable<S>(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    since: tokio::time::Instant,
+    idle: Duration,
+    timer: &mut Pin<&mut tokio::time::Sleep>,
+    stopping: &mut Pin<&mut S>,
+) -> Wait
+where
+    S: std::future::Future,
+{
+    loop {
+        let readable = poll_fn(|cx| {
+            let mut fresh = BytesMut::with_capacity(FIRST_READ);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut fresh) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    *buf = fresh;
+                    Poll::Ready(true)
+                }
+                Poll::Ready(_) => Poll::Ready(false),
+            }
+        });
+        tokio::select! {
+            biased;
+            got = readable => return if got { Wait::Data } else { Wait::Stop },
+            _ = stopping.as_mut() => return Wait::Stop,
+            _ = timer.as_mut() => {
+                let due = since + idle;
+                if tokio::time::Instant::now() >= due {
+                    return Wait::Stop;
+                }
+                timer.as_mut().reset(due);
+            }
+        }
     }
 }
 
@@ -103,9 +136,10 @@ impl Engine {
         stream: &mut Stream,
         buf: &mut BytesMut,
         first_wait: Duration,
+        started: Option<tokio::time::Instant>,
     ) -> Result<RequestHead, NoHead> {
         let cfg = &self.gw.config;
-        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut deadline = started.map(|t| t + cfg.client_header_timeout);
         loop {
             if !buf.is_empty() {
                 match RequestHead::parse(buf) {
@@ -146,20 +180,34 @@ impl Engine {
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let origin = Origin { ip, tls };
         let mut buf = BytesMut::new();
+        let mut down = shutdown.clone();
+        let stopping = down.wait_for(|down| *down);
+        tokio::pin!(stopping);
+        let mut since = tokio::time::Instant::now();
+        let timer = tokio::time::sleep_until(since + cfg.client_idle_timeout);
+        tokio::pin!(timer);
         loop {
-            // Plain TCP: wait with no buffer held. TLS may hold decrypted bytes the socket no
-            // longer shows, so it reads straight away (with the idle timeout on that read).
-            let first_wait = if tls || !buf.is_empty() {
-                cfg.client_idle_timeout
+            // Between requests no buffer is held, unless a pipelined request is already in it.
+            let (first_wait, started) = if !buf.is_empty() {
+                (cfg.client_idle_timeout, None)
             } else {
-                if wait_readable(&mut stream, cfg.client_idle_timeout, shutdown).await
-                    != Wait::Readable
-                {
+                let wait = wait_readable(
+                    &mut stream,
+                    &mut buf,
+                    since,
+                    cfg.client_idle_timeout,
+                    &mut timer,
+                    &mut stopping,
+                );
+                if wait.await != Wait::Data {
                     return;
                 }
-                cfg.client_header_timeout
+                (cfg.client_header_timeout, Some(tokio::time::Instant::now()))
             };
-            let head = match self.read_head(&mut stream, &mut buf, first_wait).await {
+            let head = match self
+                .read_head(&mut stream, &mut buf, first_wait, started)
+                .await
+            {
                 Ok(h) => h,
                 Err(NoHead::Quiet) => return,
                 Err(NoHead::Answer(code)) => {
@@ -187,9 +235,10 @@ impl Engine {
                 linger(&mut stream).await;
                 return;
             }
-            if buf.is_empty() && !tls {
+            if buf.is_empty() {
                 buf = BytesMut::new();
             }
+            since = tokio::time::Instant::now();
         }
     }
 }

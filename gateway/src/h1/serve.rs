@@ -243,15 +243,15 @@ fn start_attempt(
     tier: usize,
     ep: &EndpointRt,
 ) -> Result<(), Box<Error>> {
-    if ep.stats.inflight() >= subset.limits.max_inflight_per_endpoint {
+    let Some(guard) = ep.stats.try_begin(subset.limits.max_inflight_per_endpoint) else {
         subset.state.counters.circuit_endpoint.inc();
         return Err(Error::new(CIRCUIT_ENDPOINT));
-    }
+    };
     ctx.region = tier;
     ctx.upstream = Some(ep.addr);
     ctx.tried.push(ep.addr);
     ctx.attempts += 1;
-    ctx.guard = Some(ep.stats.begin());
+    ctx.guard = Some(guard);
     ctx.upstream_start = Some(Instant::now());
     Ok(())
 }
@@ -398,10 +398,10 @@ fn leg<'a>(
     (tier, ep): (usize, EndpointRt),
     hedge: bool,
 ) -> Slot<'a> {
-    if ep.stats.inflight() >= subset.limits.max_inflight_per_endpoint {
+    let Some(guard) = ep.stats.try_begin(subset.limits.max_inflight_per_endpoint) else {
         subset.state.counters.circuit_endpoint.inc();
         return None;
-    }
+    };
     ctx.tried.push(ep.addr);
     ctx.attempts += 1;
     let out = write::finish_upstream_head(common, ctx.attempts, body);
@@ -411,7 +411,7 @@ fn leg<'a>(
         Box::pin(async move { attempt(engine, r, &target, &out, deadline).await });
     let leg = Leg {
         tier,
-        guard: ep.stats.begin(),
+        guard,
         ep,
         started: Instant::now(),
         hedge,

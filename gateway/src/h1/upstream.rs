@@ -164,13 +164,19 @@ pub async fn connect(
         let mut peer = HttpPeer::new(ep.addr, true, ep.sni.clone());
         peer.options.connection_timeout = Some(timeout);
         peer.options.total_connection_timeout = Some(timeout);
-        return tls.new_stream(&peer).await.map(Conn::Tls).map_err(|mut e| {
-            e.as_up();
-            Failure {
-                error: e,
-                reused: false,
-            }
-        });
+        // Boxed: Pingora's TLS connect future is several KiB, and every attempt's future
+        // would carry it inline (and be copied whole into its box) although most attempts
+        // take a pooled connection.
+        return Box::pin(tls.new_stream(&peer))
+            .await
+            .map(Conn::Tls)
+            .map_err(|mut e| {
+                e.as_up();
+                Failure {
+                    error: e,
+                    reused: false,
+                }
+            });
     }
     match pingora_timeout::timeout(timeout, TcpStream::connect(ep.addr)).await {
         Err(_) => Err(fail(
