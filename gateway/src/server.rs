@@ -56,6 +56,9 @@ pub fn new_server(grace: Duration) -> anyhow::Result<Server> {
     let conf = ServerConf {
         grace_period_seconds: Some(grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(grace.as_secs().max(1)),
+        // One single-threaded runtime per worker (each connection stays on the worker that
+        // accepted it), as nginx's workers do: no cross-thread scheduling on the request path.
+        work_stealing: false,
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
