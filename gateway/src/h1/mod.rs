@@ -249,7 +249,8 @@ impl Engine {
 async fn linger(stream: &mut Stream) {
     let _ = stream.shutdown().await;
     let _ = pingora_timeout::timeout(Duration::from_millis(500), async {
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would sit in every connection's future for its whole life.
+        let mut sink = vec![0u8; 4096];
         let mut total = 0usize;
         while total < 256 * 1024 {
             match stream.read(&mut sink).await {
