@@ -744,6 +744,84 @@ async fn a_pushed_intent_survives_a_control_plane_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_moves_to_the_next_replica_when_its_control_plane_dies() {
+    let ups = common::upstreams("rep", 3).await;
+    let (da, db) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let first = calm_intent(&[&ups[0]], &[&ups[1]]);
+    std::fs::write(da.path().join("intent.yaml"), &first).expect("intent a");
+    std::fs::write(db.path().join("intent.yaml"), &first).expect("intent b");
+    let mut a = Control::start(da.path(), "127.0.0.1:0").await;
+    let b = Control::start(db.path(), "127.0.0.1:0").await;
+    // The gateway lists both replicas, `a` first.
+    let urls = format!("{}\", \"{}", a.url(), b.url());
+    let gw_dir = da.path().join("gw");
+    let gw = Gw::start(&gw_dir, "eu-west", &urls, "").await;
+    a.wait_status("the gateway in sync with the first replica", |s| {
+        s.gateways.iter().any(|g| g.in_sync)
+    })
+    .await;
+    let c = client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (c, stop) = (c.clone(), stop.clone());
+        let spec = LoadSpec {
+            stop: Some(stop),
+            rate: Some(200.0),
+            limit: Duration::from_secs(30),
+            ..LoadSpec::new(gw.url("/vitals"), 100_000, 4)
+        };
+        async move { run_load(&c, spec).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The first replica dies; the second one's intent gains an eu-west endpoint.
+    a.kill();
+    let extra = ups[2].addr().to_string();
+    write_atomic(
+        &db.path().join("intent.yaml"),
+        &calm_intent(&[&ups[0], &ups[2]], &[&ups[1]]),
+    );
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let t = gw.table().await;
+        let has = t["table"]["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
+            .any(|e| e["address"] == extra.as_str());
+        if has {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the gateway never applied the second replica's table: {t}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    b.wait_status("the gateway reporting to the second replica", |s| {
+        s.gateways.iter().any(|g| g.in_sync)
+    })
+    .await;
+    // The second replica's table serves: its new endpoint gets traffic.
+    while ups[2].requests() < 5 {
+        assert!(Instant::now() < end, "the new endpoint got no traffic");
+        tokio::time::sleep(POLL).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let l = load.await.expect("load");
+    assert!(l.sent >= 50, "load too small: {l:?}");
+    assert_eq!(
+        l.errors, 0,
+        "requests failed while the replica changed: {:?}",
+        l.first_errors
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_roles_malformed_bodies_and_invalid_intents_are_refused() {
     let dir = tempfile::tempdir().expect("dir");
     let ups = common::upstreams("sec", 2).await;

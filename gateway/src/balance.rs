@@ -5,7 +5,7 @@
 //! toward zero with the same τ, so a slow endpoint that stops getting traffic is probed again
 //! later rather than starved for ever. Everything here is atomics; `now` is passed in.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,9 @@ use prometheus::IntGauge;
 
 /// Decay constant of the estimate: 10 s, as in Linkerd.
 pub const DECAY: Duration = Duration::from_secs(10);
-/// Estimate of an endpoint never measured: 1 ms, low so that new endpoints are probed soon; the
-/// first slower sample replaces it at once.
+/// Estimate of an endpoint never measured, when no peer in its region has been measured either
+/// (otherwise it starts at their mean, see [`EndpointStats::seed`]): 1 ms. Its first sample,
+/// higher or lower, replaces it.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(1);
 
 /// Nanoseconds since the process's first call; the gateway's monotonic clock.
@@ -33,6 +34,8 @@ pub struct EndpointStats {
     ewma: AtomicU64,
     /// When the estimate was last updated, from [`now_ns`].
     stamp: AtomicU64,
+    /// Whether any latency sample has been folded in yet.
+    measured: AtomicBool,
     gauge: IntGauge,
     /// Passive health of this endpoint.
     pub outlier: crate::outlier::OutlierState,
@@ -47,6 +50,7 @@ impl EndpointStats {
             inflight: AtomicU64::new(0),
             ewma: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
             stamp: AtomicU64::new(now_ns()),
+            measured: AtomicBool::new(false),
             gauge,
             outlier: Default::default(),
             pool: Default::default(),
@@ -65,6 +69,23 @@ impl EndpointStats {
         ewma * (-age / DECAY.as_nanos() as f64).exp()
     }
 
+    /// True once a latency sample has been folded in.
+    pub fn measured(&self) -> bool {
+        self.measured.load(Ordering::Relaxed)
+    }
+
+    /// Starts an endpoint that has no sample yet at `estimate` (its peers' current mean), so
+    /// that it competes on equal terms: with the fixed [`DEFAULT_RTT`] a new endpoint among
+    /// faster peers would not be picked until that guess had decayed below them (about 15 s on
+    /// loopback), and among slower peers it would take a burst. No-op once measured.
+    pub fn seed(&self, estimate: f64, now: u64) {
+        if self.measured() || !(estimate.is_finite() && estimate > 0.0) {
+            return;
+        }
+        self.ewma.store(estimate.to_bits(), Ordering::Relaxed);
+        self.stamp.store(now, Ordering::Relaxed);
+    }
+
     /// The balancer's cost at `now`: estimate × (in-flight + 1).
     pub fn cost(&self, now: u64) -> f64 {
         self.estimate(now) * (self.inflight() + 1) as f64
@@ -73,10 +94,15 @@ impl EndpointStats {
     /// Folds in one latency sample taken at `now`. Racing updates may lose one sample; that is
     /// the price of staying lock-free and does not bias the estimate.
     pub fn observe(&self, rtt: Duration, now: u64) {
+        let first = !self.measured.load(Ordering::Relaxed);
+        if first {
+            self.measured.store(true, Ordering::Relaxed);
+        }
         let sample = rtt.as_nanos() as f64;
         let prev_stamp = self.stamp.swap(now, Ordering::Relaxed);
         let ewma = f64::from_bits(self.ewma.load(Ordering::Relaxed));
-        let next = if sample > ewma {
+        // The first sample replaces the starting guess outright.
+        let next = if first || sample > ewma {
             sample
         } else {
             let age = now.saturating_sub(prev_stamp) as f64;
@@ -166,6 +192,24 @@ mod tests {
         // A low sample right after a peak barely moves it.
         s.observe(Duration::from_millis(1), t0 + 1_000_000);
         assert!(s.estimate(t0 + 1_000_000) > 49e6);
+    }
+
+    #[test]
+    fn a_new_endpoint_is_seeded_once_and_a_measured_one_never() {
+        let (fresh, old) = (stats(), stats());
+        let t0 = now_ns();
+        old.observe(Duration::from_micros(200), t0);
+        fresh.seed(200_000.0, t0);
+        assert!((fresh.estimate(t0) - 200_000.0).abs() < 1.0);
+        fresh.observe(Duration::from_micros(300), t0);
+        fresh.seed(5.0, t0);
+        assert!(
+            (fresh.estimate(t0) - 300_000.0).abs() < 1.0,
+            "seeded after a sample"
+        );
+        old.seed(1e9, t0);
+        assert!((old.estimate(t0) - 200_000.0).abs() < 1.0);
+        stats().seed(f64::NAN, t0);
     }
 
     #[test]

@@ -244,6 +244,22 @@ impl Snapshot {
                     });
                 }
             }
+            // Endpoints never measured start at their region's measured mean.
+            let now = crate::balance::now_ns();
+            for eps in &tiers {
+                let measured: Vec<f64> = eps
+                    .iter()
+                    .filter(|e| e.stats.measured())
+                    .map(|e| e.stats.estimate(now))
+                    .collect();
+                if measured.is_empty() || measured.len() == eps.len() {
+                    continue;
+                }
+                let mean = measured.iter().sum::<f64>() / measured.len() as f64;
+                for e in eps.iter().filter(|e| !e.stats.measured()) {
+                    e.stats.seed(mean, now);
+                }
+            }
             subsets.insert(
                 s.name.as_str(),
                 Arc::new(SubsetRt {
