@@ -732,8 +732,10 @@ async fn a_request_from_another_gateway_is_not_retried_again() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subset_in_flight_limit_gives_a_fast_503_with_a_reason() {
+/// Six GETs at once to one endpoint that answers in 500 ms, through a subset with `limits`:
+/// each refusal must be a fast 503 with the `reason` header. Returns the gateway, the endpoint
+/// and how many were served and refused.
+async fn burst_against_a_limit(limits: Value, reason: &str) -> (Gw, MockUpstream, u64, u64) {
     let slow = MockUpstream::start(
         UpstreamConfig::new("slow").latency(Latency::Fixed(Duration::from_millis(500))),
     )
@@ -745,7 +747,7 @@ async fn subset_in_flight_limit_gives_a_fast_503_with_a_reason() {
         vec![subset_in(
             "svc@v1",
             &local(std::slice::from_ref(&slow)),
-            json!({"limits": {"max_inflight": 2}}),
+            json!({ "limits": limits }),
         )],
     );
     let gw = Gw::start(&t, "").await;
@@ -766,11 +768,11 @@ async fn subset_in_flight_limit_gives_a_fast_503_with_a_reason() {
     let mut ok = 0;
     let mut limited = 0;
     for t in tasks {
-        let (code, reason, took) = t.await.expect("task");
+        let (code, got, took) = t.await.expect("task");
         match code {
             200 => ok += 1,
             503 => {
-                assert_eq!(reason, "subset-limit");
+                assert_eq!(got, reason);
                 assert!(
                     took < Duration::from_millis(400),
                     "the 503 was not fast: {took:?}"
@@ -781,6 +783,12 @@ async fn subset_in_flight_limit_gives_a_fast_503_with_a_reason() {
         }
     }
     assert!(ok >= 2 && limited >= 1, "ok {ok}, limited {limited}");
+    (gw, slow, ok, limited)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subset_in_flight_limit_gives_a_fast_503_with_a_reason() {
+    let (gw, _slow, _, _) = burst_against_a_limit(json!({"max_inflight": 2}), "subset-limit").await;
     let m = gw.metrics().await;
     assert!(
         metric(
@@ -1160,53 +1168,8 @@ async fn a_post_is_never_hedged_but_a_get_on_the_same_route_is() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_in_flight_limit_gives_a_fast_503_with_a_reason() {
-    let slow = MockUpstream::start(
-        UpstreamConfig::new("slow").latency(Latency::Fixed(Duration::from_millis(500))),
-    )
-    .await
-    .expect("up");
-    let t = table(
-        1,
-        vec![route_with("api", "/", &[("svc@v1", 100)], json!({}))],
-        vec![subset_in(
-            "svc@v1",
-            &local(std::slice::from_ref(&slow)),
-            json!({"limits": {"max_inflight_per_endpoint": 2}}),
-        )],
-    );
-    let gw = Gw::start(&t, "").await;
-    let c = client();
-    let mut tasks = Vec::new();
-    for _ in 0..6 {
-        let (c, url) = (c.clone(), gw.url("/x"));
-        tasks.push(tokio::spawn(async move {
-            let t0 = Instant::now();
-            let r = c.get(url).send().await.expect("get");
-            (
-                r.status().as_u16(),
-                header(&r, "x-meridian-reject"),
-                t0.elapsed(),
-            )
-        }));
-    }
-    let mut ok = 0;
-    let mut limited = 0;
-    for t in tasks {
-        let (code, reason, took) = t.await.expect("task");
-        match code {
-            200 => ok += 1,
-            503 => {
-                assert_eq!(reason, "endpoint-limit");
-                assert!(
-                    took < Duration::from_millis(400),
-                    "the 503 was not fast: {took:?}"
-                );
-                limited += 1;
-            }
-            other => panic!("unexpected status {other}"),
-        }
-    }
-    assert!(ok >= 2 && limited >= 1, "ok {ok}, limited {limited}");
+    let (gw, slow, ok, limited) =
+        burst_against_a_limit(json!({"max_inflight_per_endpoint": 2}), "endpoint-limit").await;
     assert_eq!(
         slow.requests(),
         ok,

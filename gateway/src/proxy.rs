@@ -20,7 +20,7 @@ use pingora::{Error, ErrorType, Result};
 
 use crate::accesslog::{unix_ms, Record};
 use crate::balance::now_ns;
-use crate::errors::{self, status_for, CIRCUIT_ENDPOINT, NO_ENDPOINT};
+use crate::errors::{self, status_for, NO_ENDPOINT};
 use crate::metrics::RetryReason;
 pub use crate::request::Ctx;
 use crate::request::{choose_subset, forwarded_for, number_value};
@@ -246,16 +246,7 @@ impl ProxyHttp for Proxy {
             None => ctx.first_pick(r, &subset)?,
         };
         ctx.admit(&subset)?;
-        let Some(guard) = ep.stats.try_begin(subset.limits.max_inflight_per_endpoint) else {
-            subset.state.counters.circuit_endpoint.inc();
-            return Err(Error::new(CIRCUIT_ENDPOINT));
-        };
-        ctx.region = tier;
-        ctx.upstream = Some(ep.addr);
-        ctx.tried.push(ep.addr);
-        ctx.attempts += 1;
-        ctx.guard = Some(guard);
-        ctx.upstream_start = Some(Instant::now());
+        ctx.start_attempt(&subset, tier, &ep)?;
         ctx.got_headers = false;
         Ok(Box::new(peer_for(
             r,

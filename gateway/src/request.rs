@@ -14,7 +14,7 @@ use pingora::{Error, Result};
 use smallvec::SmallVec;
 
 use crate::balance::{now_ns, InflightGuard};
-use crate::errors::{CIRCUIT_SUBSET, NO_ENDPOINT, RESIDENCY};
+use crate::errors::{CIRCUIT_ENDPOINT, CIRCUIT_SUBSET, NO_ENDPOINT, RESIDENCY};
 use crate::headers::Headers;
 use crate::metrics::{RequestHandles, RetryReason};
 use crate::outlier::Verdict;
@@ -107,6 +107,27 @@ impl Ctx {
         }
     }
 
+    /// Counts an attempt to `ep` (in region `tier`) as started and takes the endpoint's
+    /// in-flight slot, or refuses it when the endpoint is at its limit.
+    pub(crate) fn start_attempt(
+        &mut self,
+        subset: &SubsetRt,
+        tier: usize,
+        ep: &EndpointRt,
+    ) -> Result<()> {
+        let Some(guard) = ep.stats.try_begin(subset.limits.max_inflight_per_endpoint) else {
+            subset.state.counters.circuit_endpoint.inc();
+            return Err(Error::new(CIRCUIT_ENDPOINT));
+        };
+        self.region = tier;
+        self.upstream = Some(ep.addr);
+        self.tried.push(ep.addr);
+        self.attempts += 1;
+        self.guard = Some(guard);
+        self.upstream_start = Some(Instant::now());
+        Ok(())
+    }
+
     /// Closes the current attempt for the balancer and passive health.
     pub(crate) fn end_attempt(&mut self, ok: bool) {
         let now = now_ns();
@@ -184,10 +205,7 @@ impl Ctx {
                 fail_open,
             } => {
                 // The documented fail-open policy holds for retries too: counted and shown.
-                if fail_open {
-                    self.fail_open = true;
-                    subset.state.counters.fail_open.inc();
-                }
+                note_fail_open(&mut self.fail_open, &subset, fail_open);
                 (tier, ep.clone())
             }
             // A stale connection may go back to the same endpoint on a fresh connection.
@@ -205,6 +223,14 @@ impl Ctx {
         self.stale_retried |= free;
         self.next = Some((picked.0, picked.1, reason));
         true
+    }
+}
+
+/// Counts and remembers in `flag` (for the response header) a pick made although ejected.
+fn note_fail_open(flag: &mut bool, subset: &SubsetRt, fail_open: bool) {
+    if fail_open {
+        *flag = true;
+        subset.state.counters.fail_open.inc();
     }
 }
 
@@ -258,10 +284,7 @@ impl Ctx {
                 ep,
                 fail_open,
             } => {
-                if fail_open {
-                    self.fail_open = true;
-                    subset.state.counters.fail_open.inc();
-                }
+                note_fail_open(&mut self.fail_open, subset, fail_open);
                 Ok((tier, ep.clone()))
             }
             Picked::Residency => {

@@ -236,26 +236,6 @@ async fn attempt(
     upstream::receive(conn, wait, reused).await
 }
 
-/// Counts a started attempt in `ctx` and takes the endpoint's in-flight slot.
-fn start_attempt(
-    ctx: &mut Ctx,
-    subset: &SubsetRt,
-    tier: usize,
-    ep: &EndpointRt,
-) -> Result<(), Box<Error>> {
-    let Some(guard) = ep.stats.try_begin(subset.limits.max_inflight_per_endpoint) else {
-        subset.state.counters.circuit_endpoint.inc();
-        return Err(Error::new(CIRCUIT_ENDPOINT));
-    };
-    ctx.region = tier;
-    ctx.upstream = Some(ep.addr);
-    ctx.tried.push(ep.addr);
-    ctx.attempts += 1;
-    ctx.guard = Some(guard);
-    ctx.upstream_start = Some(Instant::now());
-    Ok(())
-}
-
 type Won = Result<(Answer, EndpointRt, Option<InflightGuard>), Box<Error>>;
 
 /// Attempts one after another, within the retry policy.
@@ -280,7 +260,7 @@ async fn attempts(
             None => ctx.first_pick(r, subset)?,
         };
         ctx.admit(subset)?;
-        start_attempt(ctx, subset, tier, &ep)?;
+        ctx.start_attempt(subset, tier, &ep)?;
         let res = match std::mem::replace(body, Body::Empty) {
             Body::Streaming { prefix, rest } => {
                 // Past the replay limit: this attempt carries the body, and once any of it is
