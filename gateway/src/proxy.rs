@@ -42,20 +42,12 @@ pub(crate) fn peer_for(
     idle: Duration,
 ) -> HttpPeer {
     let mut peer = HttpPeer::new(ep.addr, ep.tls, ep.sni.clone());
-    let remaining = deadline
-        .map(|d| d.saturating_duration_since(Instant::now()))
-        .unwrap_or(r.timeouts.total)
-        .max(Duration::from_millis(1));
-    let per_try = r
-        .retry
-        .per_try_timeout_ms
-        .map(Duration::from_millis)
-        .unwrap_or(r.timeouts.read);
+    let (connect, per_try) = crate::request::attempt_waits(r, deadline);
     let o = &mut peer.options;
-    o.connection_timeout = Some(r.timeouts.connect.min(remaining));
-    o.total_connection_timeout = Some(r.timeouts.connect.min(remaining));
-    o.read_timeout = Some(per_try.min(remaining));
-    o.write_timeout = Some(per_try.min(remaining));
+    o.connection_timeout = Some(connect);
+    o.total_connection_timeout = Some(connect);
+    o.read_timeout = Some(per_try);
+    o.write_timeout = Some(per_try);
     o.idle_timeout = Some(idle);
     peer
 }

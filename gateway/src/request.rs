@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -224,6 +224,20 @@ impl Ctx {
         self.next = Some((picked.0, picked.1, reason));
         true
     }
+}
+
+/// Timeouts of one attempt: (connect, per try), each within what is left of `deadline`.
+pub(crate) fn attempt_waits(r: &RouteRt, deadline: Option<Instant>) -> (Duration, Duration) {
+    let remaining = deadline
+        .map(|d| d.saturating_duration_since(Instant::now()))
+        .unwrap_or(r.timeouts.total)
+        .max(Duration::from_millis(1));
+    let per_try = r
+        .retry
+        .per_try_timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(r.timeouts.read);
+    (r.timeouts.connect.min(remaining), per_try.min(remaining))
 }
 
 /// Counts and remembers in `flag` (for the response header) a pick made although ejected.

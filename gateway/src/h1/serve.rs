@@ -195,20 +195,6 @@ async fn proxy(
     relay(engine, head, ctx, r, ans, &ep, client, body_done).await
 }
 
-/// Timeouts of one attempt.
-fn attempt_waits(r: &RouteRt, deadline: Option<Instant>) -> (Duration, Duration) {
-    let remaining = deadline
-        .map(|d| d.saturating_duration_since(Instant::now()))
-        .unwrap_or(r.timeouts.total)
-        .max(Duration::from_millis(1));
-    let per_try = r
-        .retry
-        .per_try_timeout_ms
-        .map(Duration::from_millis)
-        .unwrap_or(r.timeouts.read);
-    (r.timeouts.connect.min(remaining), per_try.min(remaining))
-}
-
 /// A pooled connection to `ep`, or a new one.
 async fn dial(
     engine: &Engine,
@@ -230,7 +216,7 @@ async fn attempt(
     out: &[u8],
     deadline: Option<Instant>,
 ) -> Result<Answer, Failure> {
-    let (connect, wait) = attempt_waits(r, deadline);
+    let (connect, wait) = crate::request::attempt_waits(r, deadline);
     let (mut conn, reused) = dial(engine, ep, connect).await?;
     upstream::send(&mut conn, out, wait, reused).await?;
     upstream::receive(conn, wait, reused).await
@@ -266,7 +252,7 @@ async fn attempts(
                 // Past the replay limit: this attempt carries the body, and once any of it is
                 // sent nothing can be retried but a failed connect.
                 let out = write::finish_upstream_head(common, ctx.attempts, &prefix);
-                let (connect, wait) = attempt_waits(r, ctx.deadline);
+                let (connect, wait) = crate::request::attempt_waits(r, ctx.deadline);
                 match dial(engine, &ep, connect).await {
                     Err(f) => {
                         // Nothing was sent: keep the body for the next attempt.
@@ -623,7 +609,7 @@ async fn relay(
     ctx.sent_downstream = true;
     write::client_head(&mut out, &resp, ctx, cfg.debug_headers, how);
     let head_len = out.len();
-    let (_, read_wait) = attempt_waits(r, None);
+    let (_, read_wait) = crate::request::attempt_waits(r, None);
     let mut relay = Relay {
         down: client.stream,
         read_wait,
