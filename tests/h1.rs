@@ -1110,7 +1110,11 @@ async fn smuggling_shapes_get_400_and_reach_no_upstream() {
         .expect("upstream");
     let gw = gateway_to(up.addr(), "").await;
 
-    let cases: [(&str, String); 4] = [
+    let cases: [(&str, String); 5] = [
+        (
+            "two Host fields",
+            format!("GET /a HTTP/1.1\r\nHost: {HOST}\r\nHost: other.example\r\n\r\n"),
+        ),
         (
             "Content-Length with Transfer-Encoding",
             format!(

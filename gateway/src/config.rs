@@ -80,7 +80,8 @@ pub struct GatewayFile {
     /// JSON access log. Default: off.
     #[serde(default)]
     pub access_log: Option<AccessLogFile>,
-    /// Add `x-meridian-route`, `-subset`, `-region` and `-upstream` to responses. Default: false.
+    /// Add `x-meridian-route`, `-subset`, `-region`, `-upstream` and `-attempts` to responses.
+    /// Default: false.
     #[serde(default)]
     pub debug_headers: bool,
 }
@@ -415,6 +416,28 @@ impl TryFrom<(GatewayFile, &Path)> for GatewayConfig {
             }
         }
         let admin = parse_addr(&f.admin, "admin", &mut errs);
+        if let Some(a) = admin {
+            // Port 0 picks a free port for each; any other shared address would split
+            // connections between the proxy and the admin server at random.
+            if a.port() != 0 && listeners.iter().any(|l| l.address == a) {
+                errs.push("admin", "must not be one of the listeners' addresses");
+            }
+        }
+        for (i, l) in listeners.iter().enumerate() {
+            let dup = listeners[..i].iter().any(|o| o.address == l.address);
+            if l.address.port() != 0 && dup {
+                errs.push(index("listeners", i), "listed twice");
+            }
+        }
+        if f.upstream_keepalive_pool > 100_000 {
+            errs.push("upstream_keepalive_pool", "must be at most 100000");
+        }
+        if !(1_000..=3_600_000).contains(&f.upstream_idle_timeout_ms) {
+            errs.push(
+                "upstream_idle_timeout_ms",
+                "must be between 1000 and 3600000",
+            );
+        }
         if f.workers == 0 || f.workers > 256 {
             errs.push("workers", "must be between 1 and 256");
         }
@@ -660,6 +683,23 @@ mod tests {
         ] {
             assert!(err.contains(want), "missing {want} in {err}");
         }
+    }
+
+    #[test]
+    fn admin_and_listeners_may_not_share_an_address() {
+        let text = "region: r\nlisteners: [{address: '127.0.0.1:18080'}, {address: '127.0.0.1:18080'}, {address: '127.0.0.1:0'}]\nadmin: '127.0.0.1:18080'\ntable: {file: t.yaml}\nupstream_idle_timeout_ms: 0\n";
+        let err = GatewayConfig::parse(text, Path::new("."))
+            .expect_err("invalid")
+            .to_string();
+        for want in [
+            "admin: must not be one of the listeners' addresses",
+            "listeners[1]: listed twice",
+            "upstream_idle_timeout_ms: must be between 1000 and 3600000",
+        ] {
+            assert!(err.contains(want), "missing {want} in {err}");
+        }
+        let ok = "region: r\nlisteners: [{address: '127.0.0.1:0'}, {address: '127.0.0.1:0'}]\nadmin: '127.0.0.1:0'\ntable: {file: t.yaml}\n";
+        GatewayConfig::parse(ok, Path::new(".")).expect("port 0 may repeat");
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub struct RequestHead {
     /// Where the path ends inside the target (the query string starts there).
     path: Span,
     /// The authority of an absolute-form target (`GET http://host/path`), if given so.
-    authority: Option<Span>,
+    pub(super) authority: Option<Span>,
     /// HTTP/1.0 rather than 1.1.
     pub http10: bool,
     /// Header fields in order.
@@ -282,6 +282,16 @@ impl RequestHead {
         if !http10 && !head.has("host") && head.authority.is_none() {
             return Err(HeadError::Malformed("HTTP/1.1 request without Host"));
         }
+        // Two Host fields: this hop and the next could route by different ones (RFC 9112
+        // section 3.2 asks for a 400).
+        let hosts = head
+            .fields
+            .iter()
+            .filter(|f| f.name.get(&head.bytes).eq_ignore_ascii_case(b"host"))
+            .count();
+        if hosts > 1 {
+            return Err(HeadError::Malformed("more than one Host field"));
+        }
         Ok(Some(head))
     }
 
@@ -308,19 +318,17 @@ impl RequestHead {
         }
     }
 
-    /// The host to route by: the `Host` header, else an absolute target's authority.
+    /// The host to route by: an absolute target's authority, which wins over the `Host` field
+    /// (RFC 9112 section 3.2.2), else the `Host` field.
     pub fn host_raw(&self) -> &str {
-        let raw = self
-            .first("host")
-            .or_else(|| self.authority.map(|a| a.get(&self.bytes)))
-            .unwrap_or(b"");
-        std::str::from_utf8(raw).unwrap_or("")
+        std::str::from_utf8(self.host_value().unwrap_or(b"")).unwrap_or("")
     }
 
-    /// The `Host` value to send upstream (the client's, or an absolute target's authority).
+    /// The `Host` value to send upstream: the same host the request is routed by.
     pub fn host_value(&self) -> Option<&[u8]> {
-        self.first("host")
-            .or_else(|| self.authority.map(|a| a.get(&self.bytes)))
+        self.authority
+            .map(|a| a.get(&self.bytes))
+            .or_else(|| self.first("host"))
     }
 
     /// The bytes of `span`.
@@ -580,6 +588,17 @@ mod tests {
                 .expect("ok")
                 .expect("complete");
         assert!(h.upgrade);
+    }
+
+    #[test]
+    fn two_host_fields_are_refused_and_an_absolute_target_wins_over_host() {
+        let two = "GET / HTTP/1.1\r\nHost: a.example\r\nhost: b.example\r\n\r\n";
+        assert!(matches!(req(two), Err(HeadError::Malformed(_))));
+        let abs = "GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\n\r\n";
+        let h = req(abs).expect("ok").expect("complete");
+        assert_eq!(h.host_raw(), "a.example");
+        assert_eq!(h.host_value(), Some(&b"a.example"[..]));
+        assert_eq!(h.origin_target(), b"/x");
     }
 
     #[test]

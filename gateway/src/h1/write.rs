@@ -85,7 +85,13 @@ pub fn upstream_head(req: &RequestHead, ctx: &Ctx, origin: Origin) -> Vec<u8> {
         {
             continue;
         }
-        has_host |= name.eq_ignore_ascii_case(b"host");
+        if name.eq_ignore_ascii_case(b"host") {
+            // An absolute target's authority is the host; the client's field gives way to it.
+            if req.authority.is_some() {
+                continue;
+            }
+            has_host = true;
+        }
         field(&mut out, name, value);
     }
     let host = req.host_value();
@@ -321,6 +327,27 @@ mod tests {
         ] {
             assert!(out.contains(kept), "{kept:?} missing in {out}");
         }
+    }
+
+    #[test]
+    fn an_absolute_target_replaces_the_clients_host_field() {
+        let req = head("GET http://api.test/a HTTP/1.1\r\nHost: other.test\r\n\r\n");
+        let origin = Origin {
+            ip: None,
+            tls: false,
+        };
+        let out = text(&finish_upstream_head(
+            &upstream_head(&req, &Ctx::new(), origin),
+            1,
+            b"",
+        ));
+        assert!(out.contains("host: api.test\r\n"), "{out}");
+        assert!(!out.contains("other.test"), "{out}");
+        assert_eq!(
+            out.matches("ost: ").count(),
+            2,
+            "one Host and one X-Forwarded-Host: {out}"
+        );
     }
 
     #[test]
