@@ -77,8 +77,22 @@ pub fn kind_of(text: &str) -> Kind {
 
 /// [`kind_of`], and how many of that kind's own keys the text has (0: none of any kind's).
 fn kind_and_keys(text: &str) -> (Kind, usize) {
-    let v: serde_yaml::Value = serde_yaml::from_str(text).unwrap_or(serde_yaml::Value::Null);
-    let has = |k: &str| v.get(k).is_some();
+    let parsed: Option<serde_yaml::Value> = serde_yaml::from_str(text).ok();
+    // Text that is not valid YAML still says what it is meant to be by its top-level keys
+    // (`key:` at the start of a line), so that its own parser reports the syntax error
+    // rather than another kind's parser reporting unknown fields.
+    let top: Vec<&str> = match parsed {
+        Some(_) => Vec::new(),
+        None => text
+            .lines()
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_lowercase()))
+            .filter_map(|l| l.split_once(':').map(|(k, _)| k.trim_end()))
+            .collect(),
+    };
+    let has = |k: &str| match &parsed {
+        Some(v) => v.get(k).is_some(),
+        None => top.contains(&k),
+    };
     let mut best = (Kind::Table, 0);
     for (kind, keys) in KEYS {
         let n = keys.iter().filter(|k| has(k)).count();
@@ -267,5 +281,15 @@ mod tests {
             .expect_err("invalid")
             .to_string();
         assert!(err.contains("listners"), "{err}");
+    }
+
+    #[test]
+    fn a_yaml_syntax_error_keeps_the_kind_and_is_reported_as_such() {
+        let broken = format!("{}\nextra: [unclosed\n", example("gateway.example.yaml"));
+        assert_eq!(kind_of(&broken), Kind::Gateway);
+        let err = GatewayConfig::parse(&broken, Path::new("."))
+            .expect_err("invalid")
+            .to_string();
+        assert!(!err.contains("expected one of `version`"), "{err}");
     }
 }
