@@ -227,16 +227,7 @@ impl ProxyHttp for Proxy {
         };
         let r = &snap.routes[route];
         let subset = r.subsets[ctx.subset].subset.clone();
-        let (tier, ep) = match ctx.next.take() {
-            Some((tier, ep, reason)) => {
-                if reason != RetryReason::StaleConnection {
-                    let wait = retry::backoff(&r.retry, ctx.attempts, &mut ctx.rng);
-                    tokio::time::sleep(wait).await;
-                }
-                (tier, ep)
-            }
-            None => ctx.first_pick(r, &subset)?,
-        };
+        let (tier, ep) = ctx.next_endpoint(r, &subset).await?;
         ctx.admit(&subset)?;
         ctx.start_attempt(&subset, tier, &ep)?;
         ctx.got_headers = false;

@@ -107,6 +107,25 @@ impl Ctx {
         }
     }
 
+    /// The endpoint for the next attempt: the retry's, after its backoff (none after a stale
+    /// connection), or the first pick.
+    pub(crate) async fn next_endpoint(
+        &mut self,
+        r: &RouteRt,
+        subset: &SubsetRt,
+    ) -> Result<(usize, EndpointRt)> {
+        match self.next.take() {
+            Some((tier, ep, reason)) => {
+                if reason != RetryReason::StaleConnection {
+                    let wait = retry::backoff(&r.retry, self.attempts, &mut self.rng);
+                    tokio::time::sleep(wait).await;
+                }
+                Ok((tier, ep))
+            }
+            None => self.first_pick(r, subset),
+        }
+    }
+
     /// Counts an attempt to `ep` (in region `tier`) as started and takes the endpoint's
     /// in-flight slot, or refuses it when the endpoint is at its limit.
     pub(crate) fn start_attempt(

@@ -235,16 +235,7 @@ async fn attempts(
     client: &mut Client<'_>,
 ) -> Won {
     loop {
-        let (tier, ep) = match ctx.next.take() {
-            Some((tier, ep, reason)) => {
-                if reason != RetryReason::StaleConnection {
-                    let wait = retry::backoff(&r.retry, ctx.attempts, &mut ctx.rng);
-                    tokio::time::sleep(wait).await;
-                }
-                (tier, ep)
-            }
-            None => ctx.first_pick(r, subset)?,
-        };
+        let (tier, ep) = ctx.next_endpoint(r, subset).await?;
         ctx.admit(subset)?;
         ctx.start_attempt(subset, tier, &ep)?;
         let res = match std::mem::replace(body, Body::Empty) {
