@@ -7,7 +7,9 @@
 use std::time::{Duration, Instant};
 
 use meridian_api::wire::{PushResponse, TableResponse};
-use meridian_testkit::{MockUpstream, UpstreamConfig};
+use meridian_testkit::MockUpstream;
+
+mod common;
 
 const OPERATOR: &str = "op-token-0123";
 /// The control plane's `long_poll_max_ms`.
@@ -58,33 +60,23 @@ async fn poll(http: &reqwest::Client, base: &str, query: &str) -> Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_holds_until_a_newer_version_or_its_timeout() {
-    let mut ups = Vec::new();
-    for r in ["a", "b"] {
-        ups.push(
-            MockUpstream::start(UpstreamConfig::new(format!("up-{r}")))
-                .await
-                .expect("upstream"),
-        );
-    }
+    let ups = common::upstreams(&["a", "b"]).await;
     let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(dir.path().join("intent.yaml"), intent(&ups, 1)).expect("intent");
-    let cfg = meridian_control::ControlConfig::parse(
+    let common::Started {
+        control,
+        base,
+        http,
+    } = common::start_control(
+        dir.path(),
+        &intent(&ups, 1),
         &format!(
-            "listen: '127.0.0.1:0'\nintent: intent.yaml\nstate_dir: state\n\
-             tokens: {{ alice: {{ token: {OPERATOR}, role: operator }} }}\n\
+            "tokens: {{ alice: {{ token: {OPERATOR}, role: operator }} }}\n\
              health: {{ warmup_ms: 2000 }}\nlong_poll_max_ms: {}\n",
             HOLD.as_millis()
         ),
-        dir.path(),
+        Duration::from_secs(20),
     )
-    .expect("config");
-    let control = meridian_control::start(cfg).await.expect("control plane");
-    let base = format!("http://{}", control.addr);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client");
+    .await;
 
     // The first table, and the endpoints' first health results in it (so that nothing but the
     // push below changes the table while the polls are held).

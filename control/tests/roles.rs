@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use meridian_api::wire::{ErrorResponse, PushResponse, Status, TableResponse};
-use meridian_testkit::{MockUpstream, UpstreamConfig};
+use meridian_testkit::MockUpstream;
+
+mod common;
 use serde_json::json;
 
 /// A bare token: role `gateway`.
@@ -40,34 +42,24 @@ fn intent(ups: &[MockUpstream], weight: u32) -> String {
 }
 
 async fn world() -> World {
-    let mut ups = Vec::new();
-    for r in ["a", "b"] {
-        ups.push(
-            MockUpstream::start(UpstreamConfig::new(format!("up-{r}")))
-                .await
-                .expect("upstream"),
-        );
-    }
+    let ups = common::upstreams(&["a", "b"]).await;
     let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(dir.path().join("intent.yaml"), intent(&ups, 1)).expect("intent");
-    let cfg = meridian_control::ControlConfig::parse(
+    let common::Started {
+        control,
+        base,
+        http,
+    } = common::start_control(
+        dir.path(),
+        &intent(&ups, 1),
         &format!(
-            "listen: '127.0.0.1:0'\nintent: intent.yaml\nstate_dir: state\ntokens:\n  \
-             legacy: {BARE}\n  \
+            "tokens:\n  legacy: {BARE}\n  \
              fleet: {{ token: {GATEWAY}, role: gateway }}\n  \
              alice: {{ token: {OPERATOR}, role: operator }}\n\
              health: {{ warmup_ms: 2000 }}\n"
         ),
-        dir.path(),
+        Duration::from_secs(10),
     )
-    .expect("config");
-    let control = meridian_control::start(cfg).await.expect("control plane");
-    let base = format!("http://{}", control.addr);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    .await;
     let w = World {
         control,
         ups,

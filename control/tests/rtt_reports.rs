@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use meridian_api::wire::{Status, TableResponse};
-use meridian_testkit::{MockUpstream, UpstreamConfig};
+use meridian_testkit::MockUpstream;
+
+mod common;
 use serde_json::json;
 
 const TOKEN: &str = "gw-token-0123";
@@ -23,14 +25,7 @@ struct World {
 }
 
 async fn world() -> World {
-    let mut ups = Vec::new();
-    for r in ["a", "b", "c"] {
-        ups.push(
-            MockUpstream::start(UpstreamConfig::new(format!("up-{r}")))
-                .await
-                .expect("upstream"),
-        );
-    }
+    let ups = common::upstreams(&["a", "b", "c"]).await;
     let intent = format!(
         "regions:\n  - {{ name: a, failover: auto }}\n  - {{ name: b, failover: auto }}\n  - {{ name: c, failover: auto }}\n\
          services:\n  - name: s\n    health_check: {{ path: /healthz, interval_ms: 200, timeout_ms: 150 }}\n\
@@ -42,24 +37,22 @@ async fn world() -> World {
         ups[2].addr()
     );
     let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(dir.path().join("intent.yaml"), intent).expect("intent");
     // The control plane probes the regions itself once at start (an hour is its next round), so
     // its fallback figures, loopback noise, stay put while the test runs.
-    let cfg = meridian_control::ControlConfig::parse(
+    let common::Started {
+        control,
+        base,
+        http,
+    } = common::start_control(
+        dir.path(),
+        &intent,
         &format!(
-            "listen: '127.0.0.1:0'\nintent: intent.yaml\nstate_dir: state\ntokens: {{ gw: {TOKEN}, op: {{ token: {OPERATOR_TOKEN}, role: operator }} }}\n\
+            "tokens: {{ gw: {TOKEN}, op: {{ token: {OPERATOR_TOKEN}, role: operator }} }}\n\
              health: {{ warmup_ms: 2000 }}\nrtt: {{ interval_ms: 3600000 }}\n"
         ),
-        dir.path(),
+        Duration::from_secs(10),
     )
-    .expect("config");
-    let control = meridian_control::start(cfg).await.expect("control plane");
-    let base = format!("http://{}", control.addr);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    .await;
     let w = World {
         _control: control,
         _ups: ups,
