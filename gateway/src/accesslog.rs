@@ -98,6 +98,17 @@ impl AccessLog {
     }
 
     /// Queues a record without waiting.
+    /// The allowlisted headers of a request, by name, for its record.
+    pub fn allowed_headers(&self, h: &impl crate::headers::Headers) -> Vec<(String, String)> {
+        self.allow
+            .iter()
+            .filter_map(|name| {
+                let v = std::str::from_utf8(h.first(name)?).ok()?;
+                Some((name.clone(), v.to_string()))
+            })
+            .collect()
+    }
+
     pub fn send(&self, r: Record) {
         if self.queue.push(r).is_err() {
             self.dropped.inc();

@@ -388,14 +388,7 @@ impl ProxyHttp for Proxy {
         }
         if let Some(log) = &self.0.access_log {
             let req = session.req_header();
-            let headers = log
-                .allowlist()
-                .iter()
-                .filter_map(|name| {
-                    let v = req.headers.get(name.as_str())?.to_str().ok()?;
-                    Some((name.clone(), v.to_string()))
-                })
-                .collect();
+            let headers = log.allowed_headers(&req.headers);
             let (route, subset) = ctx.names();
             log.send(Record {
                 time_ms: unix_ms(),

@@ -667,14 +667,7 @@ fn finish(engine: &Engine, head: &RequestHead, ctx: &mut Ctx, done: &Done, e: Op
         tracing::debug!(error = %e, status, "request not proxied");
     }
     if let Some(log) = &engine.gw.access_log {
-        let headers = log
-            .allowlist()
-            .iter()
-            .filter_map(|name| {
-                let v = std::str::from_utf8(head.first(name)?).ok()?;
-                Some((name.clone(), v.to_string()))
-            })
-            .collect();
+        let headers = log.allowed_headers(head);
         let (route, subset) = ctx.names();
         log.send(Record {
             time_ms: unix_ms(),
