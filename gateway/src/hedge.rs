@@ -233,8 +233,7 @@ fn prepare_leg(
     connector: &std::sync::Arc<Connector>,
     idle: Duration,
 ) -> Result<LegFuture> {
-    let Some(guard) = ep.stats.try_begin(subset.limits.max_inflight_per_endpoint) else {
-        subset.state.counters.circuit_endpoint.inc();
+    let Some(guard) = subset.endpoint_slot(&ep) else {
         return Err(Error::new(CIRCUIT_ENDPOINT));
     };
     ctx.tried.push(ep.addr);

@@ -134,8 +134,7 @@ impl Ctx {
         tier: usize,
         ep: &EndpointRt,
     ) -> Result<()> {
-        let Some(guard) = ep.stats.try_begin(subset.limits.max_inflight_per_endpoint) else {
-            subset.state.counters.circuit_endpoint.inc();
+        let Some(guard) = subset.endpoint_slot(ep) else {
             return Err(Error::new(CIRCUIT_ENDPOINT));
         };
         self.region = tier;

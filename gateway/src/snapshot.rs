@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::HeaderName;
 use meridian_api::{Budget, HedgePolicy, Limits, Outlier, RetryPolicy, Table};
 
-use crate::balance::EndpointStats;
+use crate::balance::{EndpointStats, InflightGuard};
 use crate::budget::RetryBudget;
 use crate::config::Timeouts;
 use crate::latency::LatencyWindow;
@@ -427,6 +427,16 @@ pub enum Picked<'a> {
 }
 
 impl SubsetRt {
+    /// One in-flight slot on `ep` within this subset's per-endpoint limit; a refusal is
+    /// counted (`meridian_circuit_open_total{limit="endpoint"}`).
+    pub fn endpoint_slot(&self, ep: &EndpointRt) -> Option<InflightGuard> {
+        let slot = ep.stats.try_begin(self.limits.max_inflight_per_endpoint);
+        if slot.is_none() {
+            self.state.counters.circuit_endpoint.inc();
+        }
+        slot
+    }
+
     /// Picks a region by load share, then an endpoint in it by power of two choices, skipping
     /// ejected and already-tried endpoints and regions outside the route's residency.
     pub fn pick<'a>(&'a self, rng: &mut fastrand::Rng, o: &PickOpts<'_>) -> Picked<'a> {

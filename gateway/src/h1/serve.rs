@@ -343,37 +343,56 @@ struct Leg {
 type LegFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, Failure>> + Send + 'a>>;
 type Slot<'a> = Option<(Leg, LegFuture<'a>)>;
 
-/// Starts a leg, or refuses it when the endpoint is at its in-flight limit.
-#[allow(clippy::too_many_arguments)]
-fn leg<'a>(
+/// What every leg of one race shares.
+struct Race<'a, 'b> {
     engine: &'a Engine,
     r: &'a RouteRt,
-    subset: &SubsetRt,
-    ctx: &mut Ctx,
-    common: &[u8],
-    body: &[u8],
-    (tier, ep): (usize, EndpointRt),
-    hedge: bool,
-) -> Slot<'a> {
-    let Some(guard) = ep.stats.try_begin(subset.limits.max_inflight_per_endpoint) else {
-        subset.state.counters.circuit_endpoint.inc();
-        return None;
-    };
-    ctx.tried.push(ep.addr);
-    ctx.attempts += 1;
-    let out = write::finish_upstream_head(common, ctx.attempts, body);
-    let deadline = ctx.deadline;
-    let target = ep.clone();
-    let fut: LegFuture<'a> =
-        Box::pin(async move { attempt(engine, r, &target, &out, deadline).await });
-    let leg = Leg {
-        tier,
-        guard,
-        ep,
-        started: Instant::now(),
-        hedge,
-    };
-    Some((leg, fut))
+    subset: &'b SubsetRt,
+    common: &'b [u8],
+    body: &'b [u8],
+}
+
+impl<'a> Race<'a, '_> {
+    /// Starts a leg, or refuses it when the endpoint is at its in-flight limit.
+    fn leg(&self, ctx: &mut Ctx, target: (usize, EndpointRt), hedge: bool) -> Slot<'a> {
+        let guard = self.subset.endpoint_slot(&target.1)?;
+        Some(self.leg_with(ctx, target, guard, hedge))
+    }
+
+    /// A retry leg after `reason`, when the policy and the budget grant one.
+    fn retry(&self, ctx: &mut Ctx, reason: RetryReason) -> Slot<'a> {
+        if !ctx.grant_retry(reason, false) {
+            return None;
+        }
+        let (tier, ep, _) = ctx.next.take()?;
+        self.leg(ctx, (tier, ep), false)
+    }
+
+    /// Starts a leg that already holds its endpoint's slot.
+    fn leg_with(
+        &self,
+        ctx: &mut Ctx,
+        (tier, ep): (usize, EndpointRt),
+        guard: InflightGuard,
+        hedge: bool,
+    ) -> (Leg, LegFuture<'a>) {
+        let (engine, r) = (self.engine, self.r);
+        ctx.tried.push(ep.addr);
+        ctx.attempts += 1;
+        let out = write::finish_upstream_head(self.common, ctx.attempts, self.body);
+        let deadline = ctx.deadline;
+        let target = ep.clone();
+        let fut: LegFuture<'a> =
+            Box::pin(async move { attempt(engine, r, &target, &out, deadline).await });
+        let leg = Leg {
+            tier,
+            guard,
+            ep,
+            started: Instant::now(),
+            hedge,
+        };
+        (leg, fut)
+    }
 }
 
 /// What woke the race.
@@ -399,8 +418,15 @@ async fn race(
     };
     let first = ctx.first_pick(r, subset)?;
     ctx.admit(subset)?;
+    let race = Race {
+        engine,
+        r,
+        subset,
+        common,
+        body: payload,
+    };
     let mut legs: [Slot<'_>; 2] = [None, None];
-    legs[0] = leg(engine, r, subset, ctx, common, payload, first, false);
+    legs[0] = race.leg(ctx, first, false);
     if legs[0].is_none() {
         return Err(Error::new(CIRCUIT_ENDPOINT));
     }
@@ -450,21 +476,18 @@ async fn race(
             }
             Event::Hedge => {
                 hedge_at = None;
-                if in_flight == 1 {
-                    if let Some(next) = hedge::pick_hedge(ctx, r) {
-                        if next.1.stats.inflight() >= subset.limits.max_inflight_per_endpoint {
-                            // The endpoint is full: no hedge; the first attempt goes on.
-                            subset.state.counters.circuit_endpoint.inc();
-                        } else if r.state.budget.try_spend(now_ns()) {
-                            if let Some(f) =
-                                leg(engine, r, subset, ctx, common, payload, next, true)
-                            {
-                                r.state.counters.hedges.inc();
-                                put(&mut legs, f);
-                            }
-                        } else {
-                            r.state.counters.budget_exhausted.inc();
-                        }
+                // The endpoint's slot before the budget: a full endpoint (counted) costs no
+                // token, and the first attempt goes on alone.
+                let next = (in_flight == 1)
+                    .then(|| hedge::pick_hedge(ctx, r))
+                    .flatten()
+                    .and_then(|next| Some((subset.endpoint_slot(&next.1)?, next)));
+                if let Some((guard, next)) = next {
+                    if r.state.budget.try_spend(now_ns()) {
+                        r.state.counters.hedges.inc();
+                        put(&mut legs, race.leg_with(ctx, next, guard, true));
+                    } else {
+                        r.state.counters.budget_exhausted.inc();
                     }
                 }
             }
@@ -482,38 +505,19 @@ async fn race(
                             break (leg_done, ans);
                         }
                         // A retryable status: keep it unless something better arrives.
-                        if in_flight == 0 && ctx.grant_retry(RetryReason::Status, false) {
-                            if let Some((tier, ep, _)) = ctx.next.take() {
-                                if let Some(f) =
-                                    leg(engine, r, subset, ctx, common, payload, (tier, ep), false)
-                                {
-                                    put(&mut legs, f);
-                                }
+                        if in_flight == 0 {
+                            if let Some(f) = race.retry(ctx, RetryReason::Status) {
+                                put(&mut legs, f);
                             }
                         }
                         held = Some((leg_done, ans));
                     }
                     Err(f) => {
                         hedge::record_outcome(ctx, &leg_done.ep, false, now);
-                        let reason = retry::classify(&f.error);
-                        if in_flight == 0 && held.is_none() {
-                            if let Some(reason) = reason {
-                                if ctx.grant_retry(reason, false) {
-                                    if let Some((tier, ep, _)) = ctx.next.take() {
-                                        if let Some(f) = leg(
-                                            engine,
-                                            r,
-                                            subset,
-                                            ctx,
-                                            common,
-                                            payload,
-                                            (tier, ep),
-                                            false,
-                                        ) {
-                                            put(&mut legs, f);
-                                        }
-                                    }
-                                }
+                        let reason = retry::classify(&f.error).filter(|_| in_flight == 0);
+                        if let Some(reason) = reason.filter(|_| held.is_none()) {
+                            if let Some(f) = race.retry(ctx, reason) {
+                                put(&mut legs, f);
                             }
                         }
                         last_err = Some(f.error);
