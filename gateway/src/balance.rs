@@ -209,7 +209,13 @@ mod tests {
         );
         old.seed(1e9, t0);
         assert!((old.estimate(t0) - 200_000.0).abs() < 1.0);
-        stats().seed(f64::NAN, t0);
+        let unseeded = stats();
+        unseeded.seed(f64::NAN, now_ns());
+        let guess = DEFAULT_RTT.as_nanos() as f64;
+        assert!(
+            (unseeded.estimate(now_ns()) - guess).abs() < guess * 0.01,
+            "NaN seeded"
+        );
     }
 
     #[test]
