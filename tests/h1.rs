@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::*;
-use meridian_testkit::{MockUpstream, UpstreamConfig};
+use meridian_testkit::{Latency, MockUpstream, UpstreamConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -1297,4 +1297,65 @@ async fn the_pingora_engine_still_serves_a_get() {
         assert!(!r.to_close, "{r:?}");
     }
     assert_eq!(up.requests(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Graceful shutdown.
+
+/// On SIGTERM the engine drains: an idle keep-alive connection is closed at once (not when the
+/// process exits, a grace period later), a request in flight is still answered, with
+/// `Connection: close`, and the listener takes no new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_idle_connections_and_finishes_requests_in_flight() {
+    let up = MockUpstream::start(UpstreamConfig::new("mock").body("slow\n"))
+        .await
+        .expect("upstream");
+    let mut gw = gateway_to(up.addr(), "").await;
+
+    // An idle keep-alive connection, served once.
+    let mut idle = Wire::connect(gw.addr()).await;
+    idle.send(get("/warm", "").as_bytes()).await;
+    let r = idle.response().await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(!r.says_close(), "{r:?}");
+
+    // A request in flight when the signal comes.
+    up.set_latency(Latency::Fixed(Duration::from_millis(600)));
+    let mut busy = Wire::connect(gw.addr()).await;
+    busy.send(get("/slow", "").as_bytes()).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    let signalled = Instant::now();
+    gw.terminate();
+    idle.assert_closed().await;
+    let idle_closed = signalled.elapsed();
+    assert!(
+        gw.running(),
+        "the idle connection closed only because the process exited ({idle_closed:?})"
+    );
+    assert!(
+        idle_closed < Duration::from_millis(500),
+        "the idle connection closed {idle_closed:?} after SIGTERM"
+    );
+
+    let r = busy.response().await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), "slow\n");
+    assert!(
+        r.says_close(),
+        "an answer during the drain must close: {r:?}"
+    );
+    busy.assert_closed().await;
+
+    // No new connections once the drain has begun (the listener is closed, or a connection
+    // that slips in is closed without an answer).
+    match tokio::time::timeout(IO, TcpStream::connect(gw.addr())).await {
+        Err(_) => panic!("connect hung"),
+        Ok(Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
+        Ok(Ok(s)) => {
+            let (r, _w) = s.into_split();
+            let mut rd = Reader { r, buf: Vec::new() };
+            rd.assert_closed().await;
+        }
+    }
 }

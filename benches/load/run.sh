@@ -1065,7 +1065,7 @@ if part idle; then
         out="$WORK/idle-$t.json"
         timeout $((IDLE_HOLD + 300)) python3 "$HERE/idle.py" --port "${PORT[$t]}" --host "$HOST" \
             --path "$PATH_BENCH" --expect "$BODY" --pids "$(echo "${TPIDS[$t]}" | xargs | tr ' ' ,)" \
-            --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" >"$out" 2>"$out.err" || true
+            --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" --parallel "${IDLE_PARALLEL:-200}" >"$out" 2>"$out.err" || true
         row=$(python3 - "$t" "$out" <<'EOF'
 import json, sys
 t, path = sys.argv[1:3]

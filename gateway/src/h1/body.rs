@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use pingora::protocols::Stream;
 use pingora::{Error, ErrorType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -64,7 +63,7 @@ pub enum BodyError {
 }
 
 /// Reads more from the client into `buf` within `wait`.
-async fn fill(stream: &mut Stream, buf: &mut BytesMut, wait: Duration) -> Result<(), BodyError> {
+async fn fill(stream: &mut Conn, buf: &mut BytesMut, wait: Duration) -> Result<(), BodyError> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(CHUNK);
     }
@@ -78,7 +77,7 @@ async fn fill(stream: &mut Stream, buf: &mut BytesMut, wait: Duration) -> Result
 /// Reads the request body per `framing` from the bytes after the head (`buf`) and the client.
 /// Bytes past the body stay in `buf` (a pipelined next request).
 pub async fn read_request(
-    stream: &mut Stream,
+    stream: &mut Conn,
     buf: &mut BytesMut,
     framing: Framing,
     wait: Duration,
@@ -124,7 +123,7 @@ pub async fn read_request(
 /// Copies the rest of a streamed request body from the client to `up`. Bytes past the body stay
 /// in `buf`.
 pub async fn pump_request(
-    stream: &mut Stream,
+    stream: &mut Conn,
     buf: &mut BytesMut,
     mut rest: Rest,
     up: &mut Conn,
@@ -188,7 +187,7 @@ pub enum Sent {
 /// Where a response body goes and how fast it must move.
 pub struct Relay<'a> {
     /// The client.
-    pub down: &'a mut Stream,
+    pub down: &'a mut Conn,
     /// Per read from the upstream.
     pub read_wait: Duration,
     /// Per write to the client.

@@ -15,17 +15,20 @@
 //! readable, then reads the next head. A head must arrive whole within the header timeout
 //! (slow-header clients are cut off), and each read of a body within the body timeout.
 
+mod accept;
 pub mod body;
 pub mod chunked;
+pub mod conn;
 pub mod head;
 mod serve;
 pub mod upstream;
 pub mod write;
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,12 +36,18 @@ use bytes::BytesMut;
 use pingora::apps::ServerApp;
 use pingora::connectors::TransportConnector;
 use pingora::protocols::{Stream, ALPN};
+
+pub use accept::Accept;
 use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
 
 use crate::config::Http1Engine;
 use crate::idle::LeanIdle;
 use crate::state::Gateway;
+use conn::Conn;
 use head::{HeadError, RequestHead, MAX_HEAD};
 use serve::Client;
 use write::Origin;
@@ -53,6 +62,12 @@ pub struct Engine {
     pingora: Arc<LeanIdle>,
     /// Dials TLS upstreams.
     tls: TransportConnector,
+    /// Set once shutdown begins ([`Engine::begin_drain`]): every answer says `Connection:
+    /// close`, and idle connections close. Read on every request, so an atomic, not Pingora's
+    /// shutdown watch (a lock).
+    draining: AtomicBool,
+    /// Wakes idle connections when draining begins.
+    drain: Notify,
 }
 
 impl Engine {
@@ -62,6 +77,26 @@ impl Engine {
             gw,
             pingora: Arc::new(pingora),
             tls: TransportConnector::new(None),
+            draining: AtomicBool::new(false),
+            drain: Notify::new(),
+        }
+    }
+
+    /// Shutdown has begun: idle connections close now, busy ones after their answer.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.drain.notify_waiters();
+    }
+}
+
+/// Starts the engine's drain when Pingora's shutdown begins.
+pub struct Drain(pub Arc<Engine>);
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if shutdown.wait_for(|down| *down).await.is_ok() {
+            self.0.begin_drain();
         }
     }
 }
@@ -74,51 +109,48 @@ enum Wait {
     Stop,
 }
 
-/// Waits for the first bytes of the next request and reads them into `buf` (empty on entry),
-/// or until the connection has been idle for `idle` since `since`, or until shutdown.
+/// One poll of the wait for the next request: reads its first bytes into `buf` (empty on
+/// entry), or ends it when the connection has been idle for `idle` since `since`, or the engine
+/// is draining.
 ///
 /// No buffer is held while waiting: each poll takes a fresh one and lets it go when the socket
 /// has nothing, which costs no system call while the socket is known not to be readable. When
 /// it is, the same poll reads the bytes, so a request costs one read, not a readiness probe and
-/// a read. `timer` and `stopping` live as long as the connection, so waiting costs no timer or
-/// watch registration per request: the timer is set once and, when it fires early (the
-/// connection served requests meanwhile), moved to the real end of the idle period.
-async fn wait_readable<S>(
-    stream: &mut Stream,
+/// a read. `timer` and `drained` live as long as the connection, so waiting costs no timer or
+/// waiter registration per request: the timer is set once and, when it fires early (the
+/// connection served requests meanwhile), moved to the real end of the idle period. A plain
+/// function polled in place, not a future: an idle connection holds only its references.
+#[allow(clippy::too_many_arguments)]
+fn poll_wait(
+    cx: &mut Context<'_>,
+    stream: &mut Conn,
     buf: &mut BytesMut,
     since: tokio::time::Instant,
     idle: Duration,
     timer: &mut Pin<&mut tokio::time::Sleep>,
-    stopping: &mut Pin<&mut S>,
-) -> Wait
-where
-    S: std::future::Future,
-{
-    loop {
-        let readable = poll_fn(|cx| {
-            let mut fresh = BytesMut::with_capacity(FIRST_READ);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut fresh) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(n)) if n > 0 => {
-                    *buf = fresh;
-                    Poll::Ready(true)
-                }
-                Poll::Ready(_) => Poll::Ready(false),
-            }
-        });
-        tokio::select! {
-            biased;
-            got = readable => return if got { Wait::Data } else { Wait::Stop },
-            _ = stopping.as_mut() => return Wait::Stop,
-            _ = timer.as_mut() => {
-                let due = since + idle;
-                if tokio::time::Instant::now() >= due {
-                    return Wait::Stop;
-                }
-                timer.as_mut().reset(due);
-            }
+    drained: &mut Pin<&mut Notified<'_>>,
+    draining: &AtomicBool,
+) -> Poll<Wait> {
+    let mut fresh = BytesMut::with_capacity(FIRST_READ);
+    match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut fresh) {
+        Poll::Ready(Ok(n)) if n > 0 => {
+            *buf = fresh;
+            return Poll::Ready(Wait::Data);
         }
+        Poll::Ready(_) => return Poll::Ready(Wait::Stop),
+        Poll::Pending => {}
     }
+    if drained.as_mut().poll(cx).is_ready() || draining.load(Ordering::SeqCst) {
+        return Poll::Ready(Wait::Stop);
+    }
+    while timer.as_mut().poll(cx).is_ready() {
+        let due = since + idle;
+        if tokio::time::Instant::now() >= due {
+            return Poll::Ready(Wait::Stop);
+        }
+        timer.as_mut().reset(due);
+    }
+    Poll::Pending
 }
 
 /// Why no request head could be read.
@@ -133,7 +165,7 @@ impl Engine {
     /// Reads one request head into `buf` (which may already hold its start).
     async fn read_head(
         &self,
-        stream: &mut Stream,
+        stream: &mut Conn,
         buf: &mut BytesMut,
         first_wait: Duration,
         started: Option<tokio::time::Instant>,
@@ -172,81 +204,105 @@ impl Engine {
     }
 
     /// Serves a client connection's requests one after another.
-    async fn connection(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
-        let cfg = &self.gw.config;
-        let tls = stream.get_ssl_digest().is_some();
-        let ip = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let origin = Origin { ip, tls };
-        let mut buf = BytesMut::new();
-        let mut down = shutdown.clone();
-        let stopping = down.wait_for(|down| *down);
-        tokio::pin!(stopping);
-        let mut since = tokio::time::Instant::now();
-        let timer = tokio::time::sleep_until(since + cfg.client_idle_timeout);
-        tokio::pin!(timer);
-        loop {
-            // Between requests no buffer is held, unless a pipelined request is already in it.
-            let (first_wait, started) = if !buf.is_empty() {
-                (cfg.client_idle_timeout, None)
-            } else {
-                let wait = wait_readable(
-                    &mut stream,
-                    &mut buf,
-                    since,
-                    cfg.client_idle_timeout,
-                    &mut timer,
-                    &mut stopping,
-                );
-                if wait.await != Wait::Data {
+    ///
+    /// This future is what an idle keep-alive connection holds, so it holds only the wait: the
+    /// socket, the idle timer and the drain waiter. Everything a request needs (its head,
+    /// body, attempts and relay, and the error and close paths) is in [`Engine::request`]'s
+    /// future, boxed, and gone when the request is.
+    ///
+    /// A function returning an `async move` block rather than an `async fn`: an `async fn`
+    /// keeps its arguments twice in its state (as passed, and as moved into its body), 58 bytes
+    /// more per idle connection here.
+    #[allow(clippy::manual_async_fn)]
+    fn connection(
+        self: Arc<Self>,
+        mut stream: Conn,
+        origin: Origin,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let idle = self.gw.config.client_idle_timeout;
+            let mut buf = BytesMut::new();
+            // Made before the flag is read, so a drain that begins in between still wakes it.
+            let drained = self.drain.notified();
+            tokio::pin!(drained);
+            let mut since = tokio::time::Instant::now();
+            let timer = tokio::time::sleep_until(since + idle);
+            tokio::pin!(timer);
+            loop {
+                // Between requests no buffer is held, unless a pipelined request is already in
+                // it.
+                let fresh = buf.is_empty();
+                if fresh {
+                    let wait = poll_fn(|cx| {
+                        let (s, b, t, d) = (&mut stream, &mut buf, &mut timer, &mut drained);
+                        poll_wait(cx, s, b, since, idle, t, d, &self.draining)
+                    });
+                    if wait.await != Wait::Data {
+                        return;
+                    }
+                }
+                let request = self.request(&mut stream, &mut buf, origin, fresh);
+                if !Box::pin(request).await {
                     return;
                 }
-                (cfg.client_header_timeout, Some(tokio::time::Instant::now()))
-            };
-            let head = match self
-                .read_head(&mut stream, &mut buf, first_wait, started)
-                .await
-            {
-                Ok(h) => h,
-                Err(NoHead::Quiet) => return,
-                Err(NoHead::Answer(code)) => {
-                    let mut rng = fastrand::Rng::new();
-                    let id = crate::trace::new_id128(&mut rng);
-                    let out = write::own_response(code, id.as_bytes(), None, false, true, false);
-                    let _ = pingora_timeout::timeout(Duration::from_secs(5), async {
-                        stream.write_all(&out).await?;
-                        stream.flush().await
-                    })
-                    .await;
-                    linger(&mut stream).await;
-                    return;
+                if buf.is_empty() {
+                    buf = BytesMut::new();
                 }
-            };
-            let mut client = Client {
-                stream: &mut stream,
-                buf: &mut buf,
-                origin,
-                shutdown: *shutdown.borrow(),
-            };
-            // Boxed: the request's state lives only while the request does.
-            let keep = Box::pin(serve::serve(self, head, &mut client)).await;
-            if !keep {
-                linger(&mut stream).await;
-                return;
+                since = tokio::time::Instant::now();
             }
-            if buf.is_empty() {
-                buf = BytesMut::new();
-            }
-            since = tokio::time::Instant::now();
         }
+    }
+
+    /// Reads one request's head (its first bytes are in `buf`: just read when `fresh`, or
+    /// pipelined after the previous request) and serves the request. False when the connection
+    /// is done; it has then been closed.
+    async fn request(
+        &self,
+        stream: &mut Conn,
+        buf: &mut BytesMut,
+        origin: Origin,
+        fresh: bool,
+    ) -> bool {
+        let cfg = &self.gw.config;
+        let (first_wait, started) = if fresh {
+            (cfg.client_header_timeout, Some(tokio::time::Instant::now()))
+        } else {
+            (cfg.client_idle_timeout, None)
+        };
+        let head = match self.read_head(stream, buf, first_wait, started).await {
+            Ok(h) => h,
+            Err(NoHead::Quiet) => return false,
+            Err(NoHead::Answer(code)) => {
+                let mut rng = fastrand::Rng::new();
+                let id = crate::trace::new_id128(&mut rng);
+                let out = write::own_response(code, id.as_bytes(), None, false, true, false);
+                let _ = pingora_timeout::timeout(Duration::from_secs(5), async {
+                    stream.write_all(&out).await?;
+                    stream.flush().await
+                })
+                .await;
+                linger(stream).await;
+                return false;
+            }
+        };
+        let mut client = Client {
+            stream,
+            buf,
+            origin,
+            draining: &self.draining,
+        };
+        let keep = serve::serve(self, head, &mut client).await;
+        if !keep {
+            linger(client.stream).await;
+        }
+        keep
     }
 }
 
 /// Closes our side, then reads and drops what the client still sends for a moment, so that an
 /// answer written just before is not destroyed by a reset (a client still sending a body
 /// would otherwise get one when the socket closes with unread data).
-async fn linger(stream: &mut Stream) {
+async fn linger(stream: &mut Conn) {
     let _ = stream.shutdown().await;
     let _ = pingora_timeout::timeout(Duration::from_millis(500), async {
         // On the heap: an array here would sit in every connection's future for its whole life.
@@ -262,22 +318,35 @@ async fn linger(stream: &mut Stream) {
     .await;
 }
 
+/// The engine as Pingora's listeners see it: the TLS listeners, and every listener under
+/// `http1_engine: pingora`. Plain-HTTP listeners under the engine use its own accept loop
+/// ([`Accept`]), which shares the same engine.
+pub struct App(pub Arc<Engine>);
+
 #[async_trait]
-impl ServerApp for Engine {
+impl ServerApp for App {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let this = &self.0;
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
-        if h2 || self.gw.config.http1_engine == Http1Engine::Pingora {
-            return ServerApp::process_new(&self.pingora, stream, shutdown).await;
+        if h2 || this.gw.config.http1_engine == Http1Engine::Pingora {
+            return ServerApp::process_new(&this.pingora, stream, shutdown).await;
         }
-        self.connection(stream, shutdown).await;
+        let ip = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let origin = Origin {
+            ip,
+            tls: stream.get_ssl_digest().is_some(),
+        };
+        this.clone().connection(Conn::Tls(stream), origin).await;
         None
     }
 
     async fn cleanup(&self) {
-        self.pingora.cleanup().await;
+        self.0.pingora.cleanup().await;
     }
 }

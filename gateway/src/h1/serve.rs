@@ -5,12 +5,12 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use pingora::protocols::Stream;
 use pingora::{Error, ErrorType};
 use tokio::io::AsyncWriteExt;
 
@@ -31,13 +31,21 @@ use crate::{hedge, retry, trace};
 /// The client side of one request.
 pub(super) struct Client<'a> {
     /// The connection.
-    pub stream: &'a mut Stream,
+    pub stream: &'a mut Conn,
     /// Bytes read past the request head (body, then perhaps the next request).
     pub buf: &'a mut BytesMut,
     /// Address and TLS, for the forwarding fields.
     pub origin: Origin,
-    /// The server is shutting down: answer, then close.
-    pub shutdown: bool,
+    /// Set when the server begins shutting down: an answer written after that closes.
+    pub draining: &'a AtomicBool,
+}
+
+impl Client<'_> {
+    /// The server is shutting down: answer, then close. Read as each answer is written, so a
+    /// request already in flight when the drain begins also closes its connection.
+    fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
 }
 
 /// How the request ended, for the log and the connection.
@@ -98,7 +106,7 @@ async fn refuse(head: &RequestHead, ctx: &Ctx, client: &mut Client<'_>, r: &Refu
     let grpc = head
         .first("content-type")
         .is_some_and(|v| v.starts_with(b"application/grpc"));
-    let keep = head.keep_alive && !r.close && !client.shutdown;
+    let keep = head.keep_alive && !r.close && !client.draining();
     let out = write::own_response(
         r.code,
         ctx.request_id.as_bytes(),
@@ -589,7 +597,7 @@ async fn relay(
     let framing = resp.body_framing(&head.method);
     let dechunk = head.http10 && framing == Framing::Chunked;
     let keep = head.keep_alive
-        && !client.shutdown
+        && !client.draining()
         && body_done
         && framing != Framing::Close
         && !dechunk

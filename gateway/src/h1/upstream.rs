@@ -10,89 +10,20 @@
 //! the retry policy covers.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::OnceLock;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use crossbeam_queue::ArrayQueue;
 use pingora::connectors::TransportConnector;
 use pingora::prelude::HttpPeer;
-use pingora::protocols::Stream;
 use pingora::{Error, ErrorType};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub use super::conn::Conn;
 use super::head::{HeadError, ResponseHead, MAX_HEAD};
 use crate::snapshot::EndpointRt;
-
-/// An upstream connection.
-#[derive(Debug)]
-pub enum Conn {
-    /// Plain TCP.
-    Tcp(TcpStream),
-    /// TLS, set up by Pingora's connector.
-    Tls(Stream),
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
-
-impl Conn {
-    /// False when a pooled connection is known to be closed (or to hold unexpected bytes).
-    fn looks_alive(&self) -> bool {
-        let Conn::Tcp(s) = self else {
-            return true;
-        };
-        let mut cx = Context::from_waker(Waker::noop());
-        match s.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
-    }
-}
 
 /// One idle connection and when it went idle.
 #[derive(Debug)]
