@@ -9,6 +9,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+/// The route indexes' maps. Their keys come from the routing table, never from clients (a
+/// request's host and path are only looked up), so a fast unkeyed hash is safe: SipHash was
+/// 0.3 % of the CPU samples of a proxied request, for the three or more lookups each
+/// request makes.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 use http::{HeaderMap, HeaderName, Method};
 
 use crate::headers::Headers;
@@ -41,7 +47,7 @@ struct Rule {
 }
 
 /// Prefixes of one length and the rules (in precedence order) that have them.
-type PrefixMap = HashMap<Box<[u8]>, Vec<usize>>;
+type PrefixMap = FastMap<Box<[u8]>, Vec<usize>>;
 
 /// The rules of one host group, indexed by path so that a lookup costs about the same with ten
 /// routes or ten thousand: a hash lookup for exact paths, one hash lookup per distinct prefix
@@ -50,7 +56,7 @@ type PrefixMap = HashMap<Box<[u8]>, Vec<usize>>;
 /// passes its method and header conditions is the one a scan of the sorted list would find.
 #[derive(Debug, Default)]
 struct Group {
-    exact: HashMap<Box<str>, Vec<usize>>,
+    exact: FastMap<Box<str>, Vec<usize>>,
     /// `(prefix length, prefix -> rules)`, longest first.
     prefix: Vec<(usize, PrefixMap)>,
     /// Regex rules, then rules without a path condition.
@@ -68,7 +74,7 @@ impl Group {
                     let slot = match g.prefix.iter().position(|(len, _)| *len == p.len()) {
                         Some(slot) => slot,
                         None => {
-                            g.prefix.push((p.len(), HashMap::new()));
+                            g.prefix.push((p.len(), PrefixMap::default()));
                             g.prefix.len() - 1
                         }
                     };
@@ -104,7 +110,7 @@ impl Group {
 #[derive(Debug, Default)]
 pub struct Router {
     rules: Vec<Rule>,
-    exact: HashMap<String, Group>,
+    exact: FastMap<String, Group>,
     /// `(".example.com", rules)`, longest suffix first.
     wildcard: Vec<(String, Group)>,
     any_host: Group,

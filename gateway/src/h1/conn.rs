@@ -5,6 +5,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+use bytes::BytesMut;
 use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -60,6 +61,32 @@ impl AsyncWrite for Conn {
 }
 
 impl Conn {
+    /// Reads what the connection has into a new buffer of `cap` bytes (empty: end of file).
+    /// The buffer is allocated only once the socket is readable (on plain TCP; Pingora's
+    /// streams give no readiness of their own, so there each poll takes a buffer and drops it
+    /// when nothing came), so a wait that is polled before its bytes arrive costs no allocation.
+    pub(super) fn poll_read_fresh(
+        &mut self,
+        cx: &mut Context<'_>,
+        cap: usize,
+    ) -> Poll<io::Result<BytesMut>> {
+        match self {
+            Conn::Tcp(s) => {
+                if let Err(e) = std::task::ready!(s.poll_read_ready(cx)) {
+                    return Poll::Ready(Err(e));
+                }
+                // Read through `poll_read`, not `try_read`: a short read clears the readiness
+                // there, so the next wait costs no read that only says "would block".
+                let mut fresh = BytesMut::with_capacity(cap);
+                tokio_util::io::poll_read_buf(Pin::new(s), cx, &mut fresh).map_ok(|_| fresh)
+            }
+            Conn::Tls(s) => {
+                let mut fresh = BytesMut::with_capacity(cap);
+                tokio_util::io::poll_read_buf(Pin::new(s), cx, &mut fresh).map_ok(|_| fresh)
+            }
+        }
+    }
+
     /// False when a pooled connection is known to be closed (or to hold unexpected bytes).
     pub(super) fn looks_alive(&self) -> bool {
         let Conn::Tcp(s) = self else {

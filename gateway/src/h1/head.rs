@@ -264,7 +264,13 @@ impl RequestHead {
         } else {
             !f.conn_close
         };
-        let bytes = buf.split_to(len).freeze();
+        // The usual request is its head alone: the head then takes the whole buffer, which
+        // costs no allocation (splitting one buffer in two allocates its shared header).
+        let bytes = if len == buf.len() {
+            std::mem::take(buf).freeze()
+        } else {
+            buf.split_to(len).freeze()
+        };
         let head = RequestHead {
             bytes,
             method,

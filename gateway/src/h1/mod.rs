@@ -113,10 +113,9 @@ enum Wait {
 /// entry), or ends it when the connection has been idle for `idle` since `since`, or the engine
 /// is draining.
 ///
-/// No buffer is held while waiting: each poll takes a fresh one and lets it go when the socket
-/// has nothing, which costs no system call while the socket is known not to be readable. When
-/// it is, the same poll reads the bytes, so a request costs one read, not a readiness probe and
-/// a read. `timer` and `drained` live as long as the connection, so waiting costs no timer or
+/// No buffer is held while waiting: one is allocated when the socket is readable
+/// ([`Conn::poll_read_fresh`]), and the same poll reads the bytes, so a request costs one read,
+/// not a readiness probe and a read. `timer` and `drained` live as long as the connection, so waiting costs no timer or
 /// waiter registration per request: the timer is set once and, when it fires early (the
 /// connection served requests meanwhile), moved to the real end of the idle period. A plain
 /// function polled in place, not a future: an idle connection holds only its references.
@@ -131,9 +130,8 @@ fn poll_wait(
     drained: &mut Pin<&mut Notified<'_>>,
     draining: &AtomicBool,
 ) -> Poll<Wait> {
-    let mut fresh = BytesMut::with_capacity(FIRST_READ);
-    match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut fresh) {
-        Poll::Ready(Ok(n)) if n > 0 => {
+    match stream.poll_read_fresh(cx, FIRST_READ) {
+        Poll::Ready(Ok(fresh)) if !fresh.is_empty() => {
             *buf = fresh;
             return Poll::Ready(Wait::Data);
         }

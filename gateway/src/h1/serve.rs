@@ -11,6 +11,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use http::HeaderValue;
 use pingora::{Error, ErrorType};
 use tokio::io::AsyncWriteExt;
 
@@ -683,7 +684,8 @@ fn finish(engine: &Engine, head: &RequestHead, ctx: &mut Ctx, done: &Done, e: Op
         let (route, subset) = ctx.names();
         log.send(Record {
             time_ms: unix_ms(),
-            request_id: ctx.request_id.clone(),
+            // The request is over: its id moves to the record (a clone would allocate).
+            request_id: std::mem::replace(&mut ctx.request_id, HeaderValue::from_static("")),
             method: head.method.clone(),
             path: head.path().to_string(),
             route,
