@@ -57,6 +57,7 @@ ONLY="nginx haproxy meridian"
 PARTS=""
 TLS_KEY=ec256
 IDLE_CONNS=10000
+IDLE_PARALLEL=200
 IDLE_HOLD=5
 SWAP_RATE=5000
 SWAP_DURATION=15
@@ -88,6 +89,8 @@ Usage: benches/load/run.sh [options]
   --swap-rounds N       (a)+(b) pairs per Meridian target (default $SWAP_ROUNDS)
   --tls-key K           certificate key for --tls: ec256 (ECDSA P-256, default) or rsa2048
   --idle-hold S         seconds the idle connections are held before measuring (default $IDLE_HOLD)
+  --idle-parallel N     idle connections opening (and served) at a time (default $IDLE_PARALLEL);
+                        what the allocator keeps of that many requests' buffers counts too
   --rounds N            interleaved rounds (default $ROUNDS)
   --duration S          seconds of each saturation and HTTPS run (default $DURATION)
   --fixed-duration S    seconds of each fixed-rate run (default $FIXED_DURATION)
@@ -131,6 +134,7 @@ while (($#)); do
     --swap-rounds) SWAP_ROUNDS=$2; shift ;;
     --tls-key) TLS_KEY=$2; shift ;;
     --idle-hold) IDLE_HOLD=$2; shift ;;
+    --idle-parallel) IDLE_PARALLEL=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --fixed-duration) FIXED_DURATION=$2; shift ;;
@@ -154,7 +158,7 @@ while (($#)); do
 done
 PARTS=${PARTS:-" http tls idle swap"}
 [[ $TLS_KEY =~ ^(ec256|rsa2048)$ ]] || { echo "run.sh: --tls-key is ec256 or rsa2048" >&2; exit 2; }
-for n in "$ROUNDS" "$DURATION" "$FIXED_DURATION" "$PERF_SECONDS" "$IDLE_CONNS" "$IDLE_HOLD" \
+for n in "$ROUNDS" "$DURATION" "$FIXED_DURATION" "$PERF_SECONDS" "$IDLE_CONNS" "$IDLE_HOLD" "$IDLE_PARALLEL" \
     "$SWAP_RATE" "$SWAP_DURATION" "$SWAP_EVERY" "$SWAP_ENDPOINTS" "$SWAP_ROUNDS"; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: not a positive number: $n" >&2; exit 2; }
 done
@@ -1065,7 +1069,7 @@ if part idle; then
         out="$WORK/idle-$t.json"
         timeout $((IDLE_HOLD + 300)) python3 "$HERE/idle.py" --port "${PORT[$t]}" --host "$HOST" \
             --path "$PATH_BENCH" --expect "$BODY" --pids "$(echo "${TPIDS[$t]}" | xargs | tr ' ' ,)" \
-            --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" --parallel "${IDLE_PARALLEL:-200}" >"$out" 2>"$out.err" || true
+            --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" --parallel "$IDLE_PARALLEL" >"$out" 2>"$out.err" || true
         row=$(python3 - "$t" "$out" <<'EOF'
 import json, sys
 t, path = sys.argv[1:3]
