@@ -1,4 +1,5 @@
-//! The gateway's own HTTP/1.x engine, on Pingora's listeners, TLS and server lifecycle.
+//! The gateway's own HTTP/1.x engine, on Pingora's server lifecycle and TLS listeners, with its
+//! own accept loop for plain-HTTP listeners ([`Accept`]).
 //!
 //! Pingora's proxy (`pingora-proxy`) costs about 30 µs of CPU per request on a 2-core machine
 //! before any gateway feature, against nginx's 13-18 (benches/README.md): two channels and tasks
@@ -11,7 +12,8 @@
 //! in their own framing ([`body`], [`chunked`]). HTTP/2 clients (ALPN `h2`) still go to Pingora's
 //! proxy, as does everything when the config says `http1_engine: pingora`.
 //!
-//! Per connection, between requests, the engine holds no buffer: it waits for the socket to be
+//! Per connection, between requests, the engine holds no buffer and no request state (its task's
+//! future is 376 bytes; benches/README.md, "Idle connections"): it waits for the socket to be
 //! readable, then reads the next head. A head must arrive whole within the header timeout
 //! (slow-header clients are cut off), and each read of a body within the body timeout.
 
@@ -41,7 +43,6 @@ pub use accept::Accept;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 use crate::config::Http1Engine;
@@ -115,11 +116,12 @@ enum Wait {
 ///
 /// No buffer is held while waiting: one is allocated when the socket is readable
 /// ([`Conn::poll_read_fresh`]), and the same poll reads the bytes, so a request costs one read,
-/// not a readiness probe and a read. `timer` and `drained` live as long as the connection, so waiting costs no timer or
-/// waiter registration per request: the timer is set once and, when it fires early (the
-/// connection served requests meanwhile), moved to the real end of the idle period. A plain
-/// function polled in place, not a future: an idle connection holds only its references.
-#[allow(clippy::too_many_arguments)]
+/// not a readiness probe and a read. The timer and the drain waiter live as long as the
+/// connection, so waiting costs no timer or waiter registration per request: the timer is set
+/// once and, when it fires early (the connection served requests meanwhile), moved to the real
+/// end of the idle period; the drain waiter was registered once and only wakes the task, so
+/// here the drain is the flag. A plain function polled in place, not a future: an idle
+/// connection holds only its references.
 fn poll_wait(
     cx: &mut Context<'_>,
     stream: &mut Conn,
@@ -127,7 +129,6 @@ fn poll_wait(
     since: tokio::time::Instant,
     idle: Duration,
     timer: &mut Pin<&mut tokio::time::Sleep>,
-    drained: &mut Pin<&mut Notified<'_>>,
     draining: &AtomicBool,
 ) -> Poll<Wait> {
     match stream.poll_read_fresh(cx, FIRST_READ) {
@@ -138,7 +139,7 @@ fn poll_wait(
         Poll::Ready(_) => return Poll::Ready(Wait::Stop),
         Poll::Pending => {}
     }
-    if drained.as_mut().poll(cx).is_ready() || draining.load(Ordering::SeqCst) {
+    if draining.load(Ordering::SeqCst) {
         return Poll::Ready(Wait::Stop);
     }
     while timer.as_mut().poll(cx).is_ready() {
@@ -220,9 +221,16 @@ impl Engine {
         async move {
             let idle = self.gw.config.client_idle_timeout;
             let mut buf = BytesMut::new();
-            // Made before the flag is read, so a drain that begins in between still wakes it.
+            // Registered once, in this task, before the flag is first read: a drain then wakes
+            // the task and the wait reads the flag. Polling the waiter on every wait instead
+            // would take the `Notify`'s list lock, which all workers share, once per request.
             let drained = self.drain.notified();
             tokio::pin!(drained);
+            poll_fn(|cx| {
+                let _ = drained.as_mut().poll(cx);
+                Poll::Ready(())
+            })
+            .await;
             let mut since = tokio::time::Instant::now();
             let timer = tokio::time::sleep_until(since + idle);
             tokio::pin!(timer);
@@ -232,8 +240,8 @@ impl Engine {
                 let fresh = buf.is_empty();
                 if fresh {
                     let wait = poll_fn(|cx| {
-                        let (s, b, t, d) = (&mut stream, &mut buf, &mut timer, &mut drained);
-                        poll_wait(cx, s, b, since, idle, t, d, &self.draining)
+                        let (s, b, t) = (&mut stream, &mut buf, &mut timer);
+                        poll_wait(cx, s, b, since, idle, t, &self.draining)
                     });
                     if wait.await != Wait::Data {
                         return;
