@@ -41,7 +41,7 @@ pub(crate) fn peer_for(
     deadline: Option<Instant>,
     idle: Duration,
 ) -> HttpPeer {
-    let mut peer = HttpPeer::new(ep.addr, ep.tls, ep.sni.clone());
+    let mut peer = HttpPeer::new(ep.addr, ep.tls, ep.sni.to_string());
     let (connect, per_try) = crate::request::attempt_waits(r, deadline);
     let o = &mut peer.options;
     o.connection_timeout = Some(connect);

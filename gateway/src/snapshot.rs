@@ -137,8 +137,8 @@ pub struct EndpointRt {
     pub weight: f64,
     /// TLS to the upstream.
     pub tls: bool,
-    /// SNI when `tls`.
-    pub sni: String,
+    /// SNI when `tls`; shared, since the endpoint is cloned on every pick.
+    pub sni: Arc<str>,
     /// Live stats, shared across snapshots.
     pub stats: Arc<EndpointStats>,
 }
@@ -239,7 +239,10 @@ impl Snapshot {
                         zone: Arc::from(e.zone.as_str()),
                         weight,
                         tls: e.tls,
-                        sni: e.sni.clone().unwrap_or_else(|| addr.ip().to_string()),
+                        sni: match &e.sni {
+                            Some(name) => Arc::from(name.as_str()),
+                            None => Arc::from(addr.ip().to_string()),
+                        },
                         stats,
                     });
                 }

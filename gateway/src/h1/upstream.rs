@@ -92,7 +92,7 @@ pub async fn connect(
     tls: &TransportConnector,
 ) -> Result<Conn, Failure> {
     if ep.tls {
-        let mut peer = HttpPeer::new(ep.addr, true, ep.sni.clone());
+        let mut peer = HttpPeer::new(ep.addr, true, ep.sni.to_string());
         peer.options.connection_timeout = Some(timeout);
         peer.options.total_connection_timeout = Some(timeout);
         // Boxed: Pingora's TLS connect future is several KiB, and every attempt's future
