@@ -427,6 +427,39 @@ async fn an_idle_keepalive_client_connection_is_closed_after_the_idle_timeout() 
     );
 }
 
+/// The engine's waits share the connection's idle timer: a request that outlasts the idle
+/// timeout moves the timer to its own (longer) limit, and the idle period after it must still
+/// end on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_longer_than_the_idle_timeout_does_not_stretch_the_idle_period_after_it() {
+    use tokio::io::AsyncReadExt;
+    let up = MockUpstream::start(UpstreamConfig::new("alpha"))
+        .await
+        .expect("upstream");
+    // The upstream answers after 1.5 s, within the 10 s default read timeout.
+    up.set_latency(meridian_testkit::Latency::Fixed(Duration::from_millis(
+        1500,
+    )));
+    let gw = Gw::start(&api_table(&up), "client_idle_timeout_ms: 1000\n").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr())
+        .await
+        .expect("connect");
+    let r = keepalive_get(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let idle_from = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf))
+        .await
+        .expect("the gateway closed the idle connection within 15 s")
+        .unwrap_or(0);
+    let waited = idle_from.elapsed();
+    assert_eq!(n, 0, "the close is clean, with no data");
+    assert!(
+        waited >= Duration::from_millis(600) && waited < Duration::from_secs(4),
+        "closed {waited:?} after the answer; the idle timeout is 1 s and the read timeout 10 s"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_closed_and_a_slow_head_still_gets_its_answer() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -18,7 +18,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
-use crate::accesslog::{unix_ms, Record};
+use crate::accesslog::{unix_ms, Entry};
 use crate::balance::now_ns;
 use crate::errors::{self, status_for, NO_ENDPOINT};
 use crate::metrics::RetryReason;
@@ -105,8 +105,8 @@ pub(crate) fn decorate_response(
     }
     if debug {
         let (route, subset) = ctx.names();
-        resp.insert_header("x-meridian-route", &*route)?;
-        resp.insert_header("x-meridian-subset", &*subset)?;
+        resp.insert_header("x-meridian-route", route)?;
+        resp.insert_header("x-meridian-subset", subset)?;
         if let Some(reg) = ctx.subset_rt().and_then(|s| s.regions.get(ctx.region)) {
             resp.insert_header("x-meridian-region", &**reg)?;
         }
@@ -388,21 +388,20 @@ impl ProxyHttp for Proxy {
         }
         if let Some(log) = &self.0.access_log {
             let req = session.req_header();
-            let headers = log.allowed_headers(&req.headers);
             let (route, subset) = ctx.names();
-            log.send(Record {
+            let entry = Entry {
                 time_ms: unix_ms(),
-                request_id: ctx.request_id.clone(),
-                method: req.method.clone(),
-                path: req.uri.path().to_string(),
+                request_id: ctx.request_id.as_bytes(),
+                method: req.method.as_str(),
+                path: req.uri.path(),
                 route,
                 subset,
                 upstream: ctx.upstream,
                 status,
                 duration_us: elapsed.as_micros() as u64,
                 bytes: session.body_bytes_sent(),
-                headers,
-            });
+            };
+            log.write(&entry, &req.headers);
         }
     }
 }

@@ -100,10 +100,11 @@ impl Ctx {
         }
     }
 
-    pub(crate) fn names(&self) -> (Arc<str>, Arc<str>) {
+    /// The route's and the subset's names, or empty ones before routing.
+    pub(crate) fn names(&self) -> (&str, &str) {
         match (self.route_rt(), self.subset_rt()) {
-            (Some(r), Some(s)) => (r.name.clone(), s.name.clone()),
-            _ => (Arc::from(""), Arc::from("")),
+            (Some(r), Some(s)) => (&r.name, &s.name),
+            _ => ("", ""),
         }
     }
 

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::chunked::Chunked;
 use super::head::Framing;
+use super::timer::Timer;
 use super::upstream::Conn;
 use crate::errors::TOTAL_TIMEOUT;
 
@@ -63,11 +64,16 @@ pub enum BodyError {
 }
 
 /// Reads more from the client into `buf` within `wait`.
-async fn fill(stream: &mut Conn, buf: &mut BytesMut, wait: Duration) -> Result<(), BodyError> {
+async fn fill(
+    stream: &mut Conn,
+    buf: &mut BytesMut,
+    wait: Duration,
+    timer: &mut Timer<'_>,
+) -> Result<(), BodyError> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(CHUNK);
     }
-    match pingora_timeout::timeout(wait, stream.read_buf(buf)).await {
+    match timer.within(wait, stream.read_buf(buf)).await {
         Err(_) => Err(BodyError::Timeout),
         Ok(Ok(0)) | Ok(Err(_)) => Err(BodyError::Gone),
         Ok(Ok(_)) => Ok(()),
@@ -81,6 +87,7 @@ pub async fn read_request(
     buf: &mut BytesMut,
     framing: Framing,
     wait: Duration,
+    timer: &mut Timer<'_>,
 ) -> Result<Body, BodyError> {
     match framing {
         Framing::Empty | Framing::Close => Ok(Body::Empty),
@@ -88,7 +95,7 @@ pub async fn read_request(
             let n_usize = usize::try_from(n).unwrap_or(usize::MAX);
             if n_usize <= REPLAY_LIMIT {
                 while buf.len() < n_usize {
-                    fill(stream, buf, wait).await?;
+                    fill(stream, buf, wait, timer).await?;
                 }
                 return Ok(Body::Buffered(buf.split_to(n_usize)));
             }
@@ -114,7 +121,7 @@ pub async fn read_request(
                         rest: Rest::Chunked(c),
                     });
                 }
-                fill(stream, buf, wait).await?;
+                fill(stream, buf, wait, timer).await?;
             }
         }
     }
@@ -128,6 +135,7 @@ pub async fn pump_request(
     mut rest: Rest,
     up: &mut Conn,
     wait: Duration,
+    timer: &mut Timer<'_>,
 ) -> Result<(), Box<Error>> {
     let down_err = |e: BodyError| {
         let mut err = Error::explain(
@@ -161,7 +169,8 @@ pub async fn pump_request(
         };
         if take > 0 {
             let part = buf.split_to(take);
-            pingora_timeout::timeout(wait, up.write_all(&part))
+            timer
+                .within(wait, up.write_all(&part))
                 .await
                 .map_err(|_| {
                     let mut e = Error::new(ErrorType::WriteTimedout);
@@ -171,7 +180,7 @@ pub async fn pump_request(
                 .map_err(up_err)?;
             continue;
         }
-        fill(stream, buf, wait).await.map_err(down_err)?;
+        fill(stream, buf, wait, timer).await.map_err(down_err)?;
     }
 }
 
@@ -196,6 +205,8 @@ pub struct Relay<'a> {
     pub deadline: Option<Instant>,
     /// Decode chunked framing (the client is HTTP/1.0).
     pub dechunk: bool,
+    /// The limit on each read and write.
+    pub timer: Timer<'a>,
 }
 
 /// Sends `out` (the response head, perhaps with body bytes) and then the rest of the body per
@@ -280,7 +291,7 @@ pub async fn copy_response(
             ));
         }
         rest.reserve(CHUNK);
-        match pingora_timeout::timeout(c.read_wait, up.read_buf(&mut rest)).await {
+        match c.timer.within(c.read_wait, up.read_buf(&mut rest)).await {
             Err(_) => {
                 let mut e = Error::explain(ErrorType::ReadTimedout, "response body stalled");
                 e.as_up();
@@ -309,11 +320,14 @@ pub async fn copy_response(
 
 /// Writes `bytes` to the client within the write timeout.
 pub async fn write_down(c: &mut Relay<'_>, bytes: &[u8]) -> Result<(), Box<Error>> {
-    let r = pingora_timeout::timeout(c.write_wait, async {
-        c.down.write_all(bytes).await?;
-        c.down.flush().await
-    })
-    .await;
+    let down = &mut *c.down;
+    let r = c
+        .timer
+        .within(c.write_wait, async {
+            down.write_all(bytes).await?;
+            down.flush().await
+        })
+        .await;
     match r {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {

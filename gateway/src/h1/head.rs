@@ -12,6 +12,9 @@ use crate::headers::Headers;
 
 /// Most header fields in one head. Default: 128 (nginx allows about 100 by its buffer size).
 pub const MAX_FIELDS: usize = 128;
+/// Fields a response head is first parsed for; more take a second parse with room for
+/// [`MAX_FIELDS`].
+const FEW_FIELDS: usize = 24;
 /// Most bytes in one head, request line included. Default: 64 KiB (nginx: 4 × 8 KiB buffers).
 pub const MAX_HEAD: usize = 64 * 1024;
 
@@ -223,9 +226,11 @@ impl RequestHead {
     /// caller enforces [`MAX_HEAD`]). On success the head's bytes are split off the front of
     /// `buf`.
     pub fn parse(buf: &mut bytes::BytesMut) -> Result<Option<RequestHead>, HeadError> {
-        let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut req = httparse::Request::new(&mut storage);
-        let len = match req.parse(buf) {
+        // Uninitialised: an initialised array of 128 fields is 4 KiB written on every parse.
+        let mut storage =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let mut req = httparse::Request::new(&mut []);
+        let len = match req.parse_with_uninit_headers(buf, &mut storage) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(parse_error(e)),
@@ -416,9 +421,18 @@ impl ResponseHead {
     /// Parses a response head from the start of `buf`; `Ok(None)` when incomplete. On success
     /// the head's bytes are split off the front of `buf`.
     pub fn parse(buf: &mut bytes::BytesMut) -> Result<Option<ResponseHead>, HeadError> {
-        let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut resp = httparse::Response::new(&mut storage);
-        let len = match resp.parse(buf) {
+        // A response's fields are first parsed into room for a few, which is all most have:
+        // httparse wants them initialised, and 128 of them are 4 KiB written on every parse.
+        let mut few = [httparse::EMPTY_HEADER; FEW_FIELDS];
+        let mut many = Vec::new();
+        let mut resp = httparse::Response::new(&mut few);
+        let mut parsed = resp.parse(buf);
+        if matches!(parsed, Err(httparse::Error::TooManyHeaders)) {
+            many.resize(MAX_FIELDS, httparse::EMPTY_HEADER);
+            resp = httparse::Response::new(&mut many);
+            parsed = resp.parse(buf);
+        }
+        let len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(parse_error(e)),
@@ -615,6 +629,35 @@ mod tests {
         }
         text.push_str("\r\n");
         assert_eq!(req(&text).err(), Some(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn a_response_with_more_fields_than_the_first_parse_has_room_for_is_parsed_whole() {
+        let head = |n: usize| {
+            let mut text = String::from("HTTP/1.1 200 OK\r\n");
+            for i in 0..n {
+                text.push_str(&format!("x-{i}: v{i}\r\n"));
+            }
+            text.push_str("Content-Length: 3\r\n\r\nabc");
+            BytesMut::from(text.as_str())
+        };
+        let mut buf = head(FEW_FIELDS + 20);
+        let r = ResponseHead::parse(&mut buf)
+            .expect("ok")
+            .expect("complete");
+        assert_eq!(r.body_framing(&Method::GET), Framing::Length(3));
+        assert_eq!(r.fields.len(), FEW_FIELDS + 21);
+        let last = r.fields[FEW_FIELDS + 19];
+        assert_eq!(
+            r.get(last.value),
+            format!("v{}", FEW_FIELDS + 19).as_bytes()
+        );
+        assert_eq!(&buf[..], b"abc");
+        let mut buf = head(MAX_FIELDS);
+        assert_eq!(
+            ResponseHead::parse(&mut buf).err(),
+            Some(HeadError::TooLarge)
+        );
     }
 
     #[test]

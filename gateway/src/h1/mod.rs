@@ -23,6 +23,7 @@ pub mod chunked;
 pub mod conn;
 pub mod head;
 mod serve;
+pub mod timer;
 pub mod upstream;
 pub mod write;
 
@@ -51,6 +52,7 @@ use crate::state::Gateway;
 use conn::Conn;
 use head::{HeadError, RequestHead, MAX_HEAD};
 use serve::Client;
+use timer::Timer;
 use write::Origin;
 
 /// Bytes first read for a request head. Default: 4 KiB.
@@ -142,8 +144,13 @@ fn poll_wait(
     if draining.load(Ordering::SeqCst) {
         return Poll::Ready(Wait::Stop);
     }
+    let due = since + idle;
+    // A request's wait may have left the timer due later than this (its limit was longer
+    // than the idle timeout): bring it forward.
+    if timer.deadline() > due {
+        timer.as_mut().reset(due);
+    }
     while timer.as_mut().poll(cx).is_ready() {
-        let due = since + idle;
         if tokio::time::Instant::now() >= due {
             return Poll::Ready(Wait::Stop);
         }
@@ -168,6 +175,7 @@ impl Engine {
         buf: &mut BytesMut,
         first_wait: Duration,
         started: Option<tokio::time::Instant>,
+        timer: &mut Timer<'_>,
     ) -> Result<RequestHead, NoHead> {
         let cfg = &self.gw.config;
         let mut deadline = started.map(|t| t + cfg.client_header_timeout);
@@ -191,7 +199,7 @@ impl Engine {
                 Some(d) => d.saturating_duration_since(tokio::time::Instant::now()),
                 None => first_wait,
             };
-            let read = pingora_timeout::timeout(wait, stream.read_buf(buf)).await;
+            let read = timer.within(wait, stream.read_buf(buf)).await;
             match read {
                 Err(_) if buf.is_empty() => return Err(NoHead::Quiet),
                 Err(_) => return Err(NoHead::Answer(408)),
@@ -247,7 +255,7 @@ impl Engine {
                         return;
                     }
                 }
-                let request = self.request(&mut stream, &mut buf, origin, fresh);
+                let request = self.request(&mut stream, &mut buf, origin, fresh, timer.as_mut());
                 if !Box::pin(request).await {
                     return;
                 }
@@ -268,26 +276,31 @@ impl Engine {
         buf: &mut BytesMut,
         origin: Origin,
         fresh: bool,
+        timer: Pin<&mut tokio::time::Sleep>,
     ) -> bool {
+        let mut timer = Timer::Conn(timer);
         let cfg = &self.gw.config;
         let (first_wait, started) = if fresh {
             (cfg.client_header_timeout, Some(tokio::time::Instant::now()))
         } else {
             (cfg.client_idle_timeout, None)
         };
-        let head = match self.read_head(stream, buf, first_wait, started).await {
+        let head = match self
+            .read_head(stream, buf, first_wait, started, &mut timer)
+            .await
+        {
             Ok(h) => h,
             Err(NoHead::Quiet) => return false,
             Err(NoHead::Answer(code)) => {
                 let mut rng = fastrand::Rng::new();
                 let id = crate::trace::new_id128(&mut rng);
                 let out = write::own_response(code, id.as_bytes(), None, false, true, false);
-                let _ = pingora_timeout::timeout(Duration::from_secs(5), async {
+                let wrote = async {
                     stream.write_all(&out).await?;
                     stream.flush().await
-                })
-                .await;
-                linger(stream).await;
+                };
+                let _ = timer.within(Duration::from_secs(5), wrote).await;
+                linger(stream, &mut timer).await;
                 return false;
             }
         };
@@ -296,10 +309,11 @@ impl Engine {
             buf,
             origin,
             draining: &self.draining,
+            timer,
         };
         let keep = serve::serve(self, head, &mut client).await;
         if !keep {
-            linger(client.stream).await;
+            linger(client.stream, &mut client.timer).await;
         }
         keep
     }
@@ -308,9 +322,9 @@ impl Engine {
 /// Closes our side, then reads and drops what the client still sends for a moment, so that an
 /// answer written just before is not destroyed by a reset (a client still sending a body
 /// would otherwise get one when the socket closes with unread data).
-async fn linger(stream: &mut Conn) {
+async fn linger(stream: &mut Conn, timer: &mut Timer<'_>) {
     let _ = stream.shutdown().await;
-    let _ = pingora_timeout::timeout(Duration::from_millis(500), async {
+    let drain = async {
         // On the heap: an array here would sit in every connection's future for its whole life.
         let mut sink = vec![0u8; 4096];
         let mut total = 0usize;
@@ -320,8 +334,8 @@ async fn linger(stream: &mut Conn) {
                 Ok(n) => total += n,
             }
         }
-    })
-    .await;
+    };
+    let _ = timer.within(Duration::from_millis(500), drain).await;
 }
 
 /// The engine as Pingora's listeners see it: the TLS listeners, and every listener under

@@ -11,16 +11,16 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use http::HeaderValue;
 use pingora::{Error, ErrorType};
 use tokio::io::AsyncWriteExt;
 
 use super::body::{self, Body, BodyError, Relay, Sent};
 use super::head::{Framing, RequestHead};
+use super::timer::Timer;
 use super::upstream::{self, Answer, Conn, Failure};
 use super::write::{self, ClientFraming, Origin};
 use super::Engine;
-use crate::accesslog::{unix_ms, Record};
+use crate::accesslog::{unix_ms, Entry};
 use crate::balance::{now_ns, InflightGuard};
 use crate::errors::{self, status_for, CIRCUIT_ENDPOINT, NO_ENDPOINT, TOTAL_TIMEOUT};
 use crate::headers::Headers;
@@ -39,6 +39,8 @@ pub(super) struct Client<'a> {
     pub origin: Origin,
     /// Set when the server begins shutting down: an answer written after that closes.
     pub draining: &'a AtomicBool,
+    /// The connection's timer, for the limits on this request's waits.
+    pub timer: Timer<'a>,
 }
 
 impl Client<'_> {
@@ -116,11 +118,14 @@ async fn refuse(head: &RequestHead, ctx: &Ctx, client: &mut Client<'_>, r: &Refu
         !keep,
         head.method == http::Method::HEAD,
     );
-    let wrote = pingora_timeout::timeout(Duration::from_secs(10), async {
-        client.stream.write_all(&out).await?;
-        client.stream.flush().await
-    })
-    .await;
+    let stream = &mut *client.stream;
+    let wrote = client
+        .timer
+        .within(Duration::from_secs(10), async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        })
+        .await;
     Done {
         status: r.code,
         bytes: 0,
@@ -179,6 +184,7 @@ async fn proxy(
         client.buf,
         head.framing,
         cfg.client_body_timeout,
+        &mut client.timer,
     )
     .await
     .map_err(|e| match e {
@@ -209,11 +215,12 @@ async fn dial(
     engine: &Engine,
     ep: &EndpointRt,
     connect: Duration,
+    timer: &mut Timer<'_>,
 ) -> Result<(Conn, bool), Failure> {
     if let Some(c) = ep.stats.pool.take(engine.gw.config.upstream_idle_timeout) {
         return Ok((c, true));
     }
-    let c = upstream::connect(ep, connect, &engine.tls).await?;
+    let c = upstream::connect(ep, connect, &engine.tls, timer).await?;
     Ok((c, false))
 }
 
@@ -224,11 +231,12 @@ async fn attempt(
     ep: &EndpointRt,
     out: &[u8],
     deadline: Option<Instant>,
+    timer: &mut Timer<'_>,
 ) -> Result<Answer, Failure> {
     let (connect, wait) = crate::request::attempt_waits(r, deadline);
-    let (mut conn, reused) = dial(engine, ep, connect).await?;
-    upstream::send(&mut conn, out, wait, reused).await?;
-    upstream::receive(conn, wait, reused).await
+    let (mut conn, reused) = dial(engine, ep, connect, timer).await?;
+    upstream::send(&mut conn, out, wait, reused, timer).await?;
+    upstream::receive(conn, wait, reused, timer).await
 }
 
 type Won = Result<(Answer, EndpointRt, Option<InflightGuard>), Box<Error>>;
@@ -253,7 +261,7 @@ async fn attempts(
                 // sent nothing can be retried but a failed connect.
                 let out = write::finish_upstream_head(common, ctx.attempts, &prefix);
                 let (connect, wait) = crate::request::attempt_waits(r, ctx.deadline);
-                match dial(engine, &ep, connect).await {
+                match dial(engine, &ep, connect, &mut client.timer).await {
                     Err(f) => {
                         // Nothing was sent: keep the body for the next attempt.
                         *body = Body::Streaming { prefix, rest };
@@ -261,14 +269,16 @@ async fn attempts(
                     }
                     Ok((mut conn, reused)) => {
                         *body = Body::Broken;
+                        let timer = &mut client.timer;
                         let sent = async {
-                            upstream::send(&mut conn, &out, wait, reused).await?;
+                            upstream::send(&mut conn, &out, wait, reused, timer).await?;
                             body::pump_request(
                                 client.stream,
                                 client.buf,
                                 rest,
                                 &mut conn,
                                 engine.gw.config.client_body_timeout,
+                                timer,
                             )
                             .await
                             .map_err(|error| Failure {
@@ -280,7 +290,7 @@ async fn attempts(
                         match sent {
                             Ok(()) => {
                                 *body = Body::Sent;
-                                upstream::receive(conn, wait, reused).await
+                                upstream::receive(conn, wait, reused, &mut client.timer).await
                             }
                             Err(f) => Err(f),
                         }
@@ -294,7 +304,7 @@ async fn attempts(
                     _ => &[],
                 };
                 let out = write::finish_upstream_head(common, ctx.attempts, payload);
-                attempt(engine, r, &ep, &out, ctx.deadline).await
+                attempt(engine, r, &ep, &out, ctx.deadline, &mut client.timer).await
             }
         };
         // The body is no longer all in hand: no retry can carry it.
@@ -392,7 +402,11 @@ impl<'a> Race<'a, '_> {
         let deadline = ctx.deadline;
         let target = ep.clone();
         let fut: LegFuture<'a> =
-            Box::pin(async move { attempt(engine, r, &target, &out, deadline).await });
+            // Legs run side by side: each has a timer of its own.
+            Box::pin(async move {
+                let mut timer = Timer::Fast;
+                attempt(engine, r, &target, &out, deadline, &mut timer).await
+            });
         let leg = Leg {
             tier,
             guard,
@@ -620,6 +634,7 @@ async fn relay(
         write_wait: cfg.client_write_timeout,
         deadline: ctx.deadline,
         dechunk,
+        timer: client.timer.reborrow(),
     };
     if upgrade {
         out.extend_from_slice(&rest);
@@ -680,21 +695,19 @@ fn finish(engine: &Engine, head: &RequestHead, ctx: &mut Ctx, done: &Done, e: Op
         tracing::debug!(error = %e, status, "request not proxied");
     }
     if let Some(log) = &engine.gw.access_log {
-        let headers = log.allowed_headers(head);
         let (route, subset) = ctx.names();
-        log.send(Record {
+        let entry = Entry {
             time_ms: unix_ms(),
-            // The request is over: its id moves to the record (a clone would allocate).
-            request_id: std::mem::replace(&mut ctx.request_id, HeaderValue::from_static("")),
-            method: head.method.clone(),
-            path: head.path().to_string(),
+            request_id: ctx.request_id.as_bytes(),
+            method: head.method.as_str(),
+            path: head.path(),
             route,
             subset,
             upstream: ctx.upstream,
             status,
             duration_us: elapsed.as_micros() as u64,
             bytes: done.bytes,
-            headers,
-        });
+        };
+        log.write(&entry, head);
     }
 }

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 
 pub use super::conn::Conn;
 use super::head::{HeadError, ResponseHead, MAX_HEAD};
+use super::timer::Timer;
 use crate::snapshot::EndpointRt;
 
 /// One idle connection and when it went idle.
@@ -90,6 +91,7 @@ pub async fn connect(
     ep: &EndpointRt,
     timeout: Duration,
     tls: &TransportConnector,
+    timer: &mut Timer<'_>,
 ) -> Result<Conn, Failure> {
     if ep.tls {
         let mut peer = HttpPeer::new(ep.addr, true, ep.sni.to_string());
@@ -109,7 +111,7 @@ pub async fn connect(
                 }
             });
     }
-    match pingora_timeout::timeout(timeout, TcpStream::connect(ep.addr)).await {
+    match timer.within(timeout, TcpStream::connect(ep.addr)).await {
         Err(_) => Err(fail(
             ErrorType::ConnectTimedout,
             format!("connect to {} timed out", ep.addr),
@@ -149,12 +151,14 @@ pub async fn send(
     out: &[u8],
     write_timeout: Duration,
     reused: bool,
+    timer: &mut Timer<'_>,
 ) -> Result<(), Failure> {
-    match pingora_timeout::timeout(write_timeout, async {
-        conn.write_all(out).await?;
-        conn.flush().await
-    })
-    .await
+    match timer
+        .within(write_timeout, async {
+            conn.write_all(out).await?;
+            conn.flush().await
+        })
+        .await
     {
         Ok(Ok(())) => Ok(()),
         // A write that fails on a pooled connection means the upstream had closed it.
@@ -172,8 +176,13 @@ pub async fn send(
 }
 
 /// Reads the response head from `conn` within `wait` (the attempt's time to first byte).
-pub async fn receive(conn: Conn, wait: Duration, reused: bool) -> Result<Answer, Failure> {
-    match pingora_timeout::timeout(wait, read_head(conn, reused)).await {
+pub async fn receive(
+    conn: Conn,
+    wait: Duration,
+    reused: bool,
+    timer: &mut Timer<'_>,
+) -> Result<Answer, Failure> {
+    match timer.within(wait, read_head(conn, reused)).await {
         Ok(r) => r,
         Err(_) => Err(fail(
             ErrorType::ReadTimedout,
