@@ -501,6 +501,9 @@ peak_rss_kib() { # pid...
 
 # user+nice+system ticks of the whole machine.
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4; exit }' /proc/stat; }
+# Steal ticks of the whole machine: time the hypervisor ran something else while this VM's
+# vCPUs wanted to run. It is noise that no process here shows.
+steal_ticks() { awk '/^cpu / { print $9; exit }' /proc/stat; }
 
 # CPU seconds of this shell's waited-for children (the load generators run in the foreground).
 # `times` must run in this shell, not in a $(...) subshell, which has no children of its own.
@@ -855,7 +858,7 @@ META="$OUT_DIR/load-$STAMP.meta.json"
 # kind: saturation, fixed (plain HTTP); tls-keepalive, tls-full, tls-resumed (HTTPS; the last two
 # with Connection: close, so one request per connection). new_conns: TCP connections the machine
 # accepted meanwhile (PassiveOpens); tls_full, tls_resumed: handshakes as wrk counted them.
-echo "round,target,kind,rate,duration_s,requests,rps,errors,p50_ms,p99_ms,proxy_cpu_s,proxy_cpu_us_per_req,origin_cpu_us_per_req,loadgen_cpu_s,other_cores,loadavg1,new_conns,tls_full,tls_resumed" >"$RAW"
+echo "round,target,kind,rate,duration_s,requests,rps,errors,p50_ms,p99_ms,proxy_cpu_s,proxy_cpu_us_per_req,origin_cpu_us_per_req,loadgen_cpu_s,other_cores,loadavg1,new_conns,tls_full,tls_resumed,steal_cores" >"$RAW"
 
 # TCP connections accepted by the machine so far (all sockets; the origin's pools are warm).
 passive_opens() {
@@ -927,7 +930,7 @@ measure() { # round target kind rate
     {
         load=$(cut -d' ' -f1 /proc/loadavg)
         children_times 0
-        p0=$(cpu_ticks ${TPIDS[$t]}); o0=$(cpu_ticks $ORIGIN_PIDS); m0=$(machine_ticks)
+        p0=$(cpu_ticks ${TPIDS[$t]}); o0=$(cpu_ticks $ORIGIN_PIDS); m0=$(machine_ticks); s0=$(steal_ticks)
         n0=$(passive_opens)
         w0=$(date +%s%N)
         if [[ $kind != fixed ]]; then
@@ -950,12 +953,12 @@ measure() { # round target kind rate
         fi
         w1=$(date +%s%N)
         n1=$(passive_opens)
-        p1=$(cpu_ticks ${TPIDS[$t]}); o1=$(cpu_ticks $ORIGIN_PIDS); m1=$(machine_ticks)
+        p1=$(cpu_ticks ${TPIDS[$t]}); o1=$(cpu_ticks $ORIGIN_PIDS); m1=$(machine_ticks); s1=$(steal_ticks)
         children_times 1
     }
     c0=$(children_cpu_s 0)
     c1=$(children_cpu_s 1)
-    local req rps err p50 p99 full="" resumed=""
+    local req rps err p50 p99 steal full="" resumed=""
     if [[ $kind != fixed ]]; then
         read -r req rps err p50 p99 <<<"$(parse_wrk "$out")"
     else
@@ -966,14 +969,16 @@ measure() { # round target kind rate
     row=$(awk -v r="$round" -v t="$t" -v k="$kind" -v rate="$rate" -v req="$req" -v rps="$rps" \
         -v err="$err" -v p50="$p50" -v p99="$p99" -v dp=$((p1 - p0)) -v dor=$((o1 - o0)) \
         -v dm=$((m1 - m0)) -v dc0="$c0" -v dc1="$c1" -v wall=$((w1 - w0)) -v tick="$TICK" \
-        -v load="$load" -v nc=$((n1 - n0)) -v full="$full" -v resumed="$resumed" 'BEGIN {
+        -v load="$load" -v nc=$((n1 - n0)) -v full="$full" -v resumed="$resumed" \
+        -v dst=$((s1 - s0)) 'BEGIN {
             ps = dp / tick; os = dor / tick; ls = dc1 - dc0; ms = dm / tick; wall_s = wall / 1e9
             other = (ms - ps - os - ls) / wall_s; if (other < 0) other = 0
+            steal = dst / tick / wall_s
             us = req > 0 ? ps * 1e6 / req : 0; ous = req > 0 ? os * 1e6 / req : 0
-            printf "%s,%s,%s,%s,%.2f,%d,%.1f,%d,%.3f,%.3f,%.2f,%.2f,%.2f,%.2f,%.2f,%s,%d,%s,%s\n",
-                r, t, k, rate, wall_s, req, rps, err, p50, p99, ps, us, ous, ls, other, load, nc, full, resumed }')
+            printf "%s,%s,%s,%s,%.2f,%d,%.1f,%d,%.3f,%.3f,%.2f,%.2f,%.2f,%.2f,%.2f,%s,%d,%s,%s,%.3f\n",
+                r, t, k, rate, wall_s, req, rps, err, p50, p99, ps, us, ous, ls, other, load, nc, full, resumed, steal }')
     echo "$row" >>"$RAW"
-    IFS=, read -r _ _ _ _ _ _ rps err p50 p99 _ us _ _ other _ <<<"$row"
+    IFS=, read -r _ _ _ _ _ _ rps err p50 p99 _ us _ _ other _ _ _ _ steal <<<"$row"
     local what
     case $kind in
     saturation) what="saturation   $(printf '%8.0f' "$rps") req/s " ;;
@@ -982,7 +987,7 @@ measure() { # round target kind rate
     tls-full) what="https full   $(printf '%8.0f' "$rps") conn/s" ;;
     tls-resumed) what="https resumed$(printf '%8.0f' "$rps") conn/s" ;;
     esac
-    log "round $round  $(printf '%-8s' "$t") $what  p50 ${p50} ms  p99 ${p99} ms  ${us} µs/req  errors $err  (others used $other cores)"
+    log "round $round  $(printf '%-8s' "$t") $what  p50 ${p50} ms  p99 ${p99} ms  ${us} µs/req  errors $err  (others used $other cores, steal $steal)"
     if [[ $kind == tls-full || $kind == tls-resumed ]]; then
         log "  $((n1 - n0)) new connections for $req requests; handshakes seen by wrk: ${full:-?} full, ${resumed:-?} resumed"
         if [[ $kind == tls-full && ${resumed:-0} -gt 0 ]]; then log "  warning: resumed handshakes in the full-handshake run"; fi

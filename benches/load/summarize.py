@@ -360,6 +360,42 @@ def swap_tables(path, targets, meta):
     return lines, summary
 
 
+def paired_p99(rows, rates, ours, peers):
+    """Fixed-rate p99 round by round. Within a round the targets run back to back, so a noisy
+    stretch of the machine tends to hit them alike; the median of the per-round ratios, and how
+    many rounds each side had the lower p99, are steadier than a ratio of medians."""
+    lines, paired = [], {}
+    for rate in rates:
+        per = {}
+        for r in rows:
+            if r["kind"] == "fixed" and int(r["rate"]) == rate and num(r["p99_ms"]):
+                per.setdefault(r["target"], {})[r["round"]] = num(r["p99_ms"])
+        if not per:
+            continue
+        rounds = sorted({k for v in per.values() for k in v}, key=int)
+        lines.append(f"p99 @{rate // 1000}k round by round (ms):")
+        lines.append("")
+        lines.append("| target | " + " | ".join(f"round {k}" for k in rounds) + " |")
+        lines.append("|" + "|".join(["---"] * (len(rounds) + 1)) + "|")
+        for t, v in per.items():
+            lines.append(f"| {t} | " + " | ".join(fmt(v.get(k), 2) for k in rounds) + " |")
+        lines.append("")
+        for mine in ours:
+            for peer in peers:
+                both = [k for k in rounds if k in per.get(mine, {}) and k in per.get(peer, {})]
+                if not both:
+                    continue
+                rs = [per[mine][k] / per[peer][k] for k in both]
+                wins = sum(1 for x in rs if x <= 1)
+                paired[f"{mine} / {peer} @{rate}"] = {"median_ratio": median(rs), "lower_or_equal": wins, "rounds": len(rs)}
+                lines.append(
+                    f"- {mine} / {peer}: median of the per-round ratios {fmt(median(rs), 2)}×; "
+                    f"{mine}'s p99 was the lower or equal in {wins} of {len(rs)} rounds"
+                )
+        lines.append("")
+    return lines[:-1] if lines else lines, paired
+
+
 def main():
     raw_csv, meta_json, out_prefix = sys.argv[1:4]
     with open(raw_csv, newline="") as f:
@@ -462,8 +498,11 @@ def main():
             cells.append(fmt(r[f"p99@{rate}"], 2) + "×")
         cells += [fmt(r["cpu_us_per_req"], 2) + "×", fmt(r["peak_rss"], 2) + "×"]
         lines.append("| " + " | ".join(cells) + " |")
+    paired_lines, paired = paired_p99(rows, rates, ours, peers)
+    if paired_lines:
+        lines += [""] + paired_lines
     if "http" not in parts:
-        lines, summary, ratios = [], {}, {}
+        lines, summary, ratios, paired = [], {}, {}, {}
 
     tls, tls_ratios = {}, {}
     if "tls" in parts:
@@ -493,9 +532,11 @@ def main():
         f"load average before/after: {ctx['loadavg_before']} / {ctx['loadavg_after']}"
     )
     if rows:
+        steal = [num(r.get("steal_cores")) for r in rows if r.get("steal_cores")]
         note += (
             f" · other processes used {fmt(median(num(r['other_cores']) for r in rows), 2)} cores "
-            f"(median over measurements) · rounds: {meta['settings']['rounds']}, "
+            + (f"and the hypervisor stole {fmt(median(steal), 2)} (max {fmt(max(steal), 2)}) " if steal else "")
+            + f"(median over measurements) · rounds: {meta['settings']['rounds']}, "
             f"saturation {meta['settings']['duration_s']} s"
         )
     if "http" in parts and rates:
@@ -513,6 +554,7 @@ def main():
                 "meta": meta,
                 "summary": summary,
                 "ratios": ratios,
+                "paired_p99": paired,
                 "tls": tls,
                 "tls_ratios": tls_ratios,
                 "idle": idle,
