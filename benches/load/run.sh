@@ -725,6 +725,7 @@ start_meridian_variant() { # name
     meridian-mimalloc) preload=$(shared_lib libmimalloc.so.2) || die "libmimalloc.so.2 not found" ;;
     esac
     mkdir -p "$d"
+    rm -f "$d/ports.json" # a restart must wait for the new process's ports
     meridian_table >"$d/table.yaml"
     # --swap: the table file is checked every SWAP_POLL_MS instead of the default 500 ms, so a
     # replacement is picked up soon after it is written.
@@ -792,17 +793,35 @@ start_pingora_variant() { # name
     TPIDS[$name]=$pid
 }
 
+start_target() { # name
+    case $1 in
+    nginx) start_nginx; PORT[nginx]=$NGINX_PORT TPIDS[nginx]=$(tree_pids "$NGINX_PID") ;;
+    haproxy) start_haproxy; PORT[haproxy]=$HAPROXY_PORT TPIDS[haproxy]=$HAPROXY_PID ;;
+    meridian*) start_meridian_variant "$1" ;;
+    pingora*) start_pingora_variant "$1" ;;
+    esac
+}
+
+# Stops a target (SIGTERM, then SIGKILL after 5 s) and starts it again with the same settings:
+# a fresh process, whose memory holds nothing of the load before.
+restart_target() { # name
+    local pid i
+    for pid in ${TPIDS[$1]}; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in ${TPIDS[$1]}; do
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    start_target "$1"
+}
+
 log "temp dir $WORK; origin on 127.0.0.1:$O1,$O2,$O3,$O4"
 start_origin
 ORIGIN_PIDS=$(tree_pids "$ORIGIN_PID")
-for t in $ONLY; do
-    case $t in
-    nginx) start_nginx; PORT[nginx]=$NGINX_PORT TPIDS[nginx]=$(tree_pids "$NGINX_PID") ;;
-    haproxy) start_haproxy; PORT[haproxy]=$HAPROXY_PORT TPIDS[haproxy]=$HAPROXY_PID ;;
-    meridian*) start_meridian_variant "$t" ;;
-    pingora*) start_pingora_variant "$t" ;;
-    esac
-done
+for t in $ONLY; do start_target "$t"; done
 for t in $ONLY; do log "$t on 127.0.0.1:${PORT[$t]} (pids $(echo "${TPIDS[$t]}" | xargs))"; done
 # The targets that terminate TLS (the bare Pingora proxy has no TLS listener), and what each
 # negotiates with an OpenSSL client such as wrk.
@@ -1065,8 +1084,16 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Idle connections (--idle): once per target, in a process that has not held that many before
 # (an allocator keeps part of what it freed, so a second pass would count only new growth).
+# After the load parts each target is restarted first: memory its allocator kept from minutes
+# of load would otherwise hold the idle connections without the RSS growing at all.
 IDLE_CSV="$OUT_DIR/load-$STAMP.idle.csv"
 if part idle; then
+    if part http || part tls; then
+        for t in $ONLY; do
+            restart_target "$t"
+            log "idle: $t restarted on 127.0.0.1:${PORT[$t]} (pids $(echo "${TPIDS[$t]}" | xargs))"
+        done
+    fi
     echo "target,conns,opened,open_at_measure,closed_by_proxy,unexpected_data,reused_ok,rss_before_kib,rss_held_kib,rss_after_close_kib,kib_per_conn,open_s,hold_s,open_errors,reuse_errors" >"$IDLE_CSV"
     for t in $ONLY; do
         sleep 1
