@@ -182,12 +182,13 @@ die() { printf '\033[1;31m[bench]\033[0m %s\n' "$*" >&2; exit 1; }
 PIDS=()
 WORK=""
 POLICY_RC=""
-cleanup() {
-    local rc=$? pid i
-    for pid in "${PIDS[@]}"; do
+# SIGTERM to every pid given, then SIGKILL to those still there after 5 s.
+stop_pids() { # pid...
+    local pid i
+    for pid in "$@"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
-    for pid in "${PIDS[@]}"; do
+    for pid in "$@"; do
         for ((i = 0; i < 50; i++)); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
@@ -195,6 +196,11 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
+}
+
+cleanup() {
+    local rc=$?
+    stop_pids "${PIDS[@]}"
     if [[ -n $POLICY_RC ]]; then rm -f "$POLICY_RC"; fi
     if [[ -n ${PROBES_ADDED:-} ]]; then perf probe -q -d 'probe_libc:*' >/dev/null 2>&1 || true; fi
     if [[ -n $WORK && -d $WORK ]]; then
@@ -805,16 +811,8 @@ start_target() { # name
 # Stops a target (SIGTERM, then SIGKILL after 5 s) and starts it again with the same settings:
 # a fresh process, whose memory holds nothing of the load before.
 restart_target() { # name
-    local pid i
-    for pid in ${TPIDS[$1]}; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in ${TPIDS[$1]}; do
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    # shellcheck disable=SC2086 # a pid list, split on purpose
+    stop_pids ${TPIDS[$1]}
     start_target "$1"
 }
 
