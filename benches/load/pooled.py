@@ -6,7 +6,7 @@ Usage: benches/load/pooled.py [--target meridian] [--min-duration 2] RAW.csv...
 Each raw CSV is one run (benches/results/load-*.csv, not the .idle or .swap ones). Within a
 round the targets run back to back, so each round gives one paired ratio per measure; this
 prints the median and quartiles of those ratios over every round of every run given, and in how
-many rounds Meridian was ahead. On a shared machine whose run-to-run spread is wider than the
+many rounds Meridian was ahead or level. On a shared machine whose run-to-run spread is wider than the
 difference being measured, that is steadier than any one run's ratio of medians.
 """
 
@@ -43,7 +43,7 @@ def describe(values, ahead):
     wins = sum(1 for v in values if ahead(v))
     return (
         f"median {statistics.median(values):.3f}x (quartiles {q[0]:.2f}-{q[2]:.2f}), "
-        f"ahead in {wins} of {len(values)} rounds"
+        f"ahead or level in {wins} of {len(values)} rounds"
     )
 
 
@@ -61,10 +61,11 @@ def main():
         if rows and "kind" in rows[0]:
             runs.append(rows)
     if not runs:
-        sys.exit("no raw run CSVs given")
+        sys.exit("no raw run CSV with rows given")
     peers = ("nginx", "haproxy")
     rates = sorted({int(r["rate"]) for rows in runs for r in rows if r["kind"] == "fixed"})
-    print(f"{len(runs)} raw CSVs read")
+    empty = len(args.csv) - len(runs)
+    print(f"{len(runs)} runs" + (f" ({empty} files without load rows left out)" if empty else ""))
     for peer in peers:
         def pooled(kind, key, rate="0", min_duration=0.0):
             vals = []

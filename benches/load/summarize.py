@@ -535,7 +535,7 @@ def main():
         steal = [num(r.get("steal_cores")) for r in rows if r.get("steal_cores")]
         note += (
             f" · other processes used {fmt(median(num(r['other_cores']) for r in rows), 2)} cores "
-            + (f"and the hypervisor stole {fmt(median(steal), 2)} (max {fmt(max(steal), 2)}) " if steal else "")
+            + (f"and the hypervisor stole {fmt(median(steal), 2)} cores (max {fmt(max(steal), 2)}) " if steal else "")
             + f"(median over measurements) · rounds: {meta['settings']['rounds']}, "
             f"saturation {meta['settings']['duration_s']} s"
         )
