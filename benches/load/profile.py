@@ -3,7 +3,9 @@
 
   profile.py row NAME REQUESTS RPS STAT_CSV MALLOC_REQUESTS MALLOC_CSV
       One Markdown table row: per-request syscalls, context switches and malloc calls, from
-      `perf stat -x,` outputs and the request counts wrk reported for the same windows.
+      `perf stat -x,` outputs and the request counts wrk reported for the same windows. The
+      allocation counts are the uprobe events GROUP:[mi_]malloc, zalloc, free and realloc
+      found in MALLOC_CSV (glibc's, or mimalloc's when the binary links it).
   profile.py stacks NAME PERF_SCRIPT
       A Markdown section from `perf script -F comm,tid,ip,sym` of a DWARF call-graph profile:
       CPU share per thread, where the samples land (syscalls, allocator, user code), the top
@@ -59,6 +61,13 @@ def row(name, req, rps, stat_csv, mreq, malloc_csv):
     task_ms = c.get("task-clock")
     cpu = f"{task_ms * 1000 / req:.1f}" if task_ms and req else "n/a"
     m = read_stat(malloc_csv)
+
+    def calls(*kinds):
+        # Events are GROUP:KIND: probe_libc:malloc for glibc, probe_mi:mi_malloc and
+        # probe_mi:mi_zalloc (both allocate) for a binary with mimalloc linked in.
+        vals = [v for k, v in m.items() if k.rsplit(":", 1)[-1].removeprefix("mi_") in kinds]
+        return sum(vals) if vals else None
+
     cells = [
         name,
         f"{float(rps or 0):,.0f}",
@@ -68,9 +77,9 @@ def row(name, req, rps, stat_csv, mreq, malloc_csv):
         per(total("epoll_wait", "epoll_pwait", "epoll_ctl"), req),
         per(total("futex"), req),
         per(c.get("context-switches"), req),
-        per(m.get("probe_libc:malloc"), mreq, 1),
-        per(m.get("probe_libc:free"), mreq, 1),
-        per(m.get("probe_libc:realloc"), mreq, 1),
+        per(calls("malloc", "zalloc"), mreq, 1),
+        per(calls("free"), mreq, 1),
+        per(calls("realloc"), mreq, 1),
     ]
     print("| " + " | ".join(cells) + " |")
 

@@ -203,6 +203,7 @@ cleanup() {
     stop_pids "${PIDS[@]}"
     if [[ -n $POLICY_RC ]]; then rm -f "$POLICY_RC"; fi
     if [[ -n ${PROBES_ADDED:-} ]]; then perf probe -q -d 'probe_libc:*' >/dev/null 2>&1 || true; fi
+    if ((PERF)); then perf probe -q -d 'probe_mi:*' >/dev/null 2>&1 || true; fi
     if [[ -n $WORK && -d $WORK ]]; then
         if ((KEEP)); then log "kept $WORK"; else rm -rf "$WORK"; fi
     fi
@@ -1351,14 +1352,34 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------------------------------------
 # Optional: where the time goes. For each target, under wrk:
 #   - syscalls and context switches per request (perf stat on syscall tracepoints);
-#   - malloc/free calls per request (a perf uprobe on glibc's malloc; slows the target a lot,
-#     so it runs apart, with 8 connections for 2 s; n/a for LD_PRELOADed allocators);
+#   - malloc/free calls per request (perf uprobes on glibc's malloc, free and realloc, or, for
+#     a binary that links mimalloc as its global allocator, as meridian does, on its mi_*
+#     entry points; they slow the target a lot, so this runs apart, with 8 connections for 2 s;
+#     n/a for LD_PRELOADed allocators);
 #   - a CPU profile with DWARF call graphs, summarised by profile.py (threads, leaf classes,
 #     self symbols, Meridian's proxy phases).
 # The uprobes this adds are removed on exit.
 PROBES_ADDED=""
 remove_probes() {
     if [[ -n $PROBES_ADDED ]]; then perf probe -q -d 'probe_libc:*' >/dev/null 2>&1 || true; fi
+    perf probe -q -d 'probe_mi:*' >/dev/null 2>&1 || true
+}
+# Uprobes on the mimalloc entry points that Rust's global allocator calls, in the binary of
+# process $1; prints the events to count, or nothing when the binary has no mimalloc. Event
+# names are unique across groups, hence mi_malloc beside probe_libc:malloc.
+add_mimalloc_probes() { # pid
+    local bin
+    bin=$(readlink -f "/proc/$1/exe" 2>/dev/null) || return 0
+    perf probe -q -d 'probe_mi:*' >/dev/null 2>&1 || true
+    if perf probe -q -x "$bin" -a 'probe_mi:mi_malloc=mi_malloc_aligned' >/dev/null 2>"$WORK/probe-mi.err" &&
+        perf probe -q -x "$bin" -a 'probe_mi:mi_zalloc=mi_zalloc_aligned' >/dev/null 2>>"$WORK/probe-mi.err" &&
+        perf probe -q -x "$bin" -a 'probe_mi:mi_realloc=mi_realloc_aligned' >/dev/null 2>>"$WORK/probe-mi.err" &&
+        perf probe -q -x "$bin" -a 'probe_mi:mi_free=mi_free' >/dev/null 2>>"$WORK/probe-mi.err"; then
+        echo 'probe_mi:mi_malloc,probe_mi:mi_zalloc,probe_mi:mi_realloc,probe_mi:mi_free'
+    else
+        log "perf: no uprobes on mimalloc in $bin: $(head -c 300 "$WORK/probe-mi.err" | tr '\n' ' ')"
+        perf probe -q -d 'probe_mi:*' >/dev/null 2>&1 || true
+    fi
 }
 if ((PERF)); then
     PERF_MD="$OUT_DIR/perf-$STAMP.md"
@@ -1394,12 +1415,16 @@ if ((PERF)); then
             wrk -t"$THREADS" -c"$CONNS" -d"${PERF_SECONDS}s" --latency -H "Host: $HOST" "$url" >"$WORK/stat-$t.wrk" 2>&1 || true
         read -r sreq srps _ <<<"$(parse_wrk "$WORK/stat-$t.wrk")"
         mreq=0
-        if ((HAVE_PROBES)); then
-            log "perf: counting mallocs of $t (2 s, 8 connections, slowed by the uprobe)"
-            perf stat -x, -o "$WORK/malloc-$t.csv" -e 'probe_libc:malloc,probe_libc:free,probe_libc:realloc' -p "$pids" -- \
+        mevents=""
+        if [[ $t == meridian* ]]; then mevents=$(add_mimalloc_probes "${pids%%,*}"); fi
+        if [[ -z $mevents ]] && ((HAVE_PROBES)); then mevents='probe_libc:malloc,probe_libc:free,probe_libc:realloc'; fi
+        if [[ -n $mevents ]]; then
+            log "perf: counting allocations of $t (${mevents%%:*}; 2 s, 8 connections, slowed by the uprobes)"
+            perf stat -x, -o "$WORK/malloc-$t.csv" -e "$mevents" -p "$pids" -- \
                 wrk -t1 -c8 -d2s -H "Host: $HOST" "$url" >"$WORK/malloc-$t.wrk" 2>&1 || true
             read -r mreq _ <<<"$(parse_wrk "$WORK/malloc-$t.wrk")"
         fi
+        if [[ $mevents == probe_mi:* ]]; then perf probe -q -d 'probe_mi:*' >/dev/null 2>&1 || true; fi
         log "perf: profiling $t for ${PERF_SECONDS}s under wrk"
         wrk -t"$THREADS" -c"$CONNS" -d"$((PERF_SECONDS + 2))s" -H "Host: $HOST" "$url" >/dev/null 2>&1 &
         wrk_pid=$!
