@@ -1362,7 +1362,6 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 PROBES_ADDED=""
 remove_probes() {
     if [[ -n $PROBES_ADDED ]]; then perf probe -q -d 'probe_libc:*' >/dev/null 2>&1 || true; fi
-    perf probe -q -d 'probe_mi:*' >/dev/null 2>&1 || true
 }
 # Uprobes on the mimalloc entry points that Rust's global allocator calls, in the binary of
 # process $1; prints the events to count, or nothing when the binary has no mimalloc. Event

@@ -21,6 +21,8 @@ import os
 import statistics
 import sys
 
+import pooled  # the paired per-round ratios, shared with pooled.py's view over many runs
+
 ORDER = [
     "nginx",
     "haproxy",
@@ -382,10 +384,9 @@ def paired_p99(rows, rates, ours, peers):
         lines.append("")
         for mine in ours:
             for peer in peers:
-                both = [k for k in rounds if k in per.get(mine, {}) and k in per.get(peer, {})]
-                if not both:
+                rs = pooled.ratios(rows, mine, peer, "fixed", "p99_ms", str(rate))
+                if not rs:
                     continue
-                rs = [per[mine][k] / per[peer][k] for k in both]
                 wins = sum(1 for x in rs if x <= 1)
                 paired[f"{mine} / {peer} @{rate}"] = {"median_ratio": median(rs), "lower_or_equal": wins, "rounds": len(rs)}
                 lines.append(
